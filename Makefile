@@ -1,0 +1,76 @@
+# asgi.deploy: every developer and CI entry point. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/.config/containers/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export LAB_IMAGE_DEBIAN12 := $(shell images/build.sh --print-tag debian12)
+export LAB_IMAGE_DEBIAN13 := $(shell images/build.sh --print-tag debian13)
+
+SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+# Scenarios `make test` runs first: the platform before anything built on it.
+SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
+
+.PHONY: help venv images lock check-locks readmes lint unit molecule test scenario lab lab-down demo build clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.synced ## Install the pinned, hash-checked toolchain into .venv
+
+$(VENV)/.synced: requirements/uv.txt requirements/dev.txt
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.txt
+	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(VENV)/bin/python requirements/dev.txt
+	touch $@
+
+images: ## Build the Debian 12 and 13 test images (no-op when the recipe is unchanged)
+	images/build.sh debian12 debian13
+
+lock: venv ## Re-resolve the hashed lockfiles from their .in files
+	tools/locks.sh compile
+
+check-locks: venv ## Fail when a lockfile is stale against its input
+	tools/locks.sh check
+
+readmes: venv ## Regenerate each role's README.md from its meta/argument_specs.yml
+	python tools/argument_specs.py readme roles
+
+lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock checks
+	yamllint --strict .
+	ansible-lint --profile production
+	ruff check .
+	ruff format --check .
+	python tools/argument_specs.py check roles
+	python tools/argument_specs.py readme --check roles
+	tools/locks.sh check
+
+unit: venv ## Unit tests of the tooling (and the app, once it exists)
+	pytest -q tests/unit
+
+molecule: venv images ## Every molecule scenario, in order
+	for s in $(SCENARIO_ORDER); do echo "== molecule test -s $$s"; molecule test -s $$s || exit 1; done
+
+test: lint unit molecule ## Everything CI runs
+
+scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
+	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }
+	molecule $(or $(CMD),test) -s $(NAME)
+
+lab: venv ## Start web1..web3 over SSH on loopback (safe to repeat)
+	tools/lab.sh up
+
+lab-down: ## Remove the lab: containers, network, key
+	tools/lab.sh down
+
+demo: lab ## Set up everything and run the main job against the lab
+	ansible -i inventories/lab/hosts.yml all -m ansible.builtin.ping
+
+build: venv ## Build the collection tarball into build/
+	ansible-galaxy collection build --force --output-path build .
+
+clean: lab-down ## Remove the venv and build output
+	rm -rf $(VENV) build .ansible

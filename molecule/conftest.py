@@ -1,0 +1,76 @@
+"""Fixtures shared by every scenario's Testinfra tests.
+
+A failing test that is marked with ``@pytest.mark.units("x.service", ...)``
+gets the journal tail of those units appended to its report, so a CI log
+shows why a service misbehaved without another run.
+"""
+
+import time
+
+import pytest
+import testinfra
+
+JOURNAL_LINES = 60
+
+
+def journal(host, unit, lines=JOURNAL_LINES):
+    cmd = host.run("journalctl --no-pager -o short-iso -n %s -u %s", str(lines), unit)
+    return cmd.stdout
+
+
+def _wait_for(predicate, timeout=30.0, interval=0.2, what="condition"):
+    """Poll until ``predicate()`` is truthy; fail with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def host(_testinfra_host):
+    """Talk to podman instances with ``podman exec`` rather than through Ansible.
+
+    Testinfra does not know Ansible's podman connection and would otherwise run
+    every command as an Ansible module (about a second each).
+    """
+    backend = _testinfra_host.backend
+    if backend.NAME == "ansible":
+        hostvars = backend.ansible_runner.inventory["_meta"]["hostvars"].get(backend.host, {})
+        if hostvars.get("ansible_connection") == "podman":
+            return testinfra.get_host(f"podman://{backend.host}")
+    return _testinfra_host
+
+
+@pytest.fixture
+def wait_for():
+    """Poll a condition instead of sleeping: ``wait_for(pred, timeout, what=...)``."""
+    return _wait_for
+
+
+@pytest.fixture
+def journal_of(host):
+    return lambda unit, lines=JOURNAL_LINES: journal(host, unit, lines)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "units(*names): systemd units whose journal a failure shows")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("units")
+    host = getattr(item, "funcargs", {}).get("host")
+    if report.when != "call" or not report.failed or marker is None or host is None:
+        return
+    for unit in marker.args:
+        try:
+            text = journal(host, unit)
+        except Exception as exc:  # the host may be the thing that broke
+            text = f"(journal unavailable: {exc})"
+        report.sections.append((f"journal of {unit}", text))

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Compile or check the hashed lockfiles.
+#
+#   tools/locks.sh compile   re-resolve every lock from its .in file
+#   tools/locks.sh check     fail if a lock no longer matches its .in file
+#
+# A check recompiles into a scratch copy of the lock: uv keeps every pin the
+# lock already has unless the input forbids it, so any difference means the
+# lock is stale against its input (a requirement added, removed or re-ranged).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# input  lock  target-python
+LOCKS=(
+  "requirements/uv.in requirements/uv.txt 3.11"
+  "requirements/dev.in requirements/dev.txt 3.11"
+)
+if [ -f app/requirements.in ]; then
+  LOCKS+=("app/requirements.in app/requirements.lock 3.11")
+fi
+
+compile() {  # input output python
+  uv pip compile --quiet --generate-hashes --python-version "$3" \
+    --custom-compile-command "make lock" "$1" -o "$2"
+}
+
+mode=${1:-check}
+status=0
+for entry in "${LOCKS[@]}"; do
+  read -r input lock python <<<"$entry"
+  case "$mode" in
+    compile)
+      compile "$input" "$lock" "$python"
+      echo "locks: compiled $lock"
+      ;;
+    check)
+      if [ ! -f "$lock" ]; then echo "locks: $lock is missing (make lock)" >&2; status=1; continue; fi
+      scratch=$(mktemp)
+      cp "$lock" "$scratch"
+      compile "$input" "$scratch" "$python"
+      if ! diff -u "$lock" "$scratch" > "$scratch.diff"; then
+        echo "locks: $lock is stale against $input (run: make lock)" >&2
+        head -n 40 "$scratch.diff" >&2
+        status=1
+      else
+        echo "locks: $lock is fresh"
+      fi
+      rm -f "$scratch" "$scratch.diff"
+      ;;
+    *) echo "usage: $0 compile|check" >&2; exit 2 ;;
+  esac
+done
+exit "$status"
