@@ -48,8 +48,9 @@ lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock
 	python tools/argument_specs.py readme --check roles
 	tools/locks.sh check
 
-unit: venv ## Unit tests of the tooling (and the app, once it exists)
-	pytest -q tests/unit
+unit: venv ## Unit tests: the tooling, and the reference app as an installed wheel
+	uv pip install --quiet --no-deps --reinstall-package demo-app --python $(VENV)/bin/python ./app
+	pytest -q tests/unit app/tests
 
 molecule: venv images ## Every molecule scenario, in order
 	for s in $(SCENARIO_ORDER); do echo "== molecule test -s $$s"; molecule test -s $$s || exit 1; done

@@ -10,34 +10,35 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# input  lock  target-python
+# input  lock  lowest-python  extra uv flags
 LOCKS=(
   "requirements/uv.in requirements/uv.txt 3.11"
   "requirements/dev.in requirements/dev.txt 3.11"
+  # Hosts run 3.11 (Debian 12) and 3.13 (Debian 13): one lock, markers for both.
+  "app/requirements.in app/requirements.lock 3.11 --universal"
+  "roles/release/files/uv-requirements.in roles/release/files/uv-requirements.txt 3.11 --universal"
 )
-if [ -f app/requirements.in ]; then
-  LOCKS+=("app/requirements.in app/requirements.lock 3.11")
-fi
 
-compile() {  # input output python
-  uv pip compile --quiet --generate-hashes --python-version "$3" \
+compile() {  # input output python [flags]
+  uv pip compile --quiet --generate-hashes --python-version "$3" ${4:-} \
     --custom-compile-command "make lock" "$1" -o "$2"
 }
 
 mode=${1:-check}
 status=0
 for entry in "${LOCKS[@]}"; do
-  read -r input lock python <<<"$entry"
+  read -r input lock python flags <<<"$entry"
+  [ -f "$input" ] || continue
   case "$mode" in
     compile)
-      compile "$input" "$lock" "$python"
+      compile "$input" "$lock" "$python" "${flags:-}"
       echo "locks: compiled $lock"
       ;;
     check)
       if [ ! -f "$lock" ]; then echo "locks: $lock is missing (make lock)" >&2; status=1; continue; fi
       scratch=$(mktemp)
       cp "$lock" "$scratch"
-      compile "$input" "$scratch" "$python"
+      compile "$input" "$scratch" "$python" "${flags:-}"
       if ! diff -u "$lock" "$scratch" > "$scratch.diff"; then
         echo "locks: $lock is stale against $input (run: make lock)" >&2
         head -n 40 "$scratch.diff" >&2

@@ -1,0 +1,1 @@
+"""The reference FastAPI service that asgi.deploy ships and measures."""
