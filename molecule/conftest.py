@@ -5,7 +5,11 @@ gets the journal tail of those units appended to its report, so a CI log
 shows why a service misbehaved without another run.
 """
 
+import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -54,6 +58,28 @@ def wait_for():
 @pytest.fixture
 def journal_of(host):
     return lambda unit, lines=JOURNAL_LINES: journal(host, unit, lines)
+
+
+def run_playbook(playbook, extra_vars=None, limit=None):
+    """Run a playbook against this scenario's instances, as molecule would.
+
+    Returns the CompletedProcess (stdout and stderr merged); never raises on a
+    failed play, since tests of bad input expect exactly that.
+    """
+    ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+    cmd = ["ansible-playbook", "-i", str(ephemeral / "inventory"), str(playbook)]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    if limit:
+        cmd += ["--limit", limit]
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def playbook():
+    """``playbook(path, extra_vars=None, limit=None)``: see run_playbook."""
+    return run_playbook
 
 
 def pytest_configure(config):

@@ -61,8 +61,7 @@ def check_role(role: Path) -> list[str]:
                 problems.append(f"{where} has no default in argument_specs (defaults/main.yml has one)")
             elif opt["default"] != defaults[key]:
                 problems.append(
-                    f"{where} default differs: argument_specs {opt['default']!r}, "
-                    f"defaults/main.yml {defaults[key]!r}"
+                    f"{where} default differs: argument_specs {opt['default']!r}, defaults/main.yml {defaults[key]!r}"
                 )
         elif not required:
             problems.append(f"{where} is optional but has no value in defaults/main.yml")
@@ -115,9 +114,7 @@ def roles_in(roles_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["check", "readme"])
     parser.add_argument("roles_dir", nargs="?", default="roles", type=Path)
     parser.add_argument("--check", action="store_true", help="with readme: fail instead of writing")

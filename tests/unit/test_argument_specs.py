@@ -40,9 +40,7 @@ def test_different_default_values_are_reported(tmp_path):
 
 def test_key_missing_from_specs_is_reported(tmp_path):
     role = make_role(tmp_path, "web", {"web_port": "8000", "web_extra": 1}, {"web_port": opt("8000")})
-    assert argument_specs.check_role(role) == [
-        "web: `web_extra` is in defaults/main.yml but not in argument_specs"
-    ]
+    assert argument_specs.check_role(role) == ["web: `web_extra` is in defaults/main.yml but not in argument_specs"]
 
 
 def test_optional_option_without_default_is_reported(tmp_path):

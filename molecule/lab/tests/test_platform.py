@@ -52,7 +52,6 @@ def test_service_journal_is_readable(host, journal_of, wait_for):
 
 def test_probe_units_pass_systemd_verify(host):
     cmd = host.run(
-        "systemd-analyze verify --man=no /etc/systemd/system/lab-probe.socket "
-        "/etc/systemd/system/lab-probe.service"
+        "systemd-analyze verify --man=no /etc/systemd/system/lab-probe.socket /etc/systemd/system/lab-probe.service"
     )
     assert cmd.rc == 0, cmd.stderr

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Build a release's artifacts once, on the controller.
+
+Prints one JSON document describing the release: its id (the same on every
+host and in every ``serial`` batch: it derives from content), the app wheel,
+the lockfile, and one offline wheelhouse per target Python/platform the hosts
+reported. Everything lands in a content-addressed cache, so a second call for
+the same inputs builds nothing (``"changed": false``).
+
+Exit status 2 means bad input (the message on stderr names the problem).
+Needs only the standard library, ``pip`` (for ``pip download``) and, to build
+the app from source, ``uv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)")
+HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+
+
+class BadInput(Exception):
+    """Input the release must not be built from."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_lock(path: Path) -> list[dict]:
+    """Return the lock's requirements; every one must be pinned and hashed."""
+    if not path.is_file():
+        raise BadInput(f"lockfile {path} does not exist")
+    entries, current = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("--hash") else raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        current += " " + line.rstrip("\\").strip()
+        if not line.endswith("\\"):
+            entries.append(current.strip())
+            current = ""
+    if current:
+        entries.append(current.strip())
+    if not entries:
+        raise BadInput(f"lockfile {path} lists no requirements")
+    parsed, unpinned, unhashed = [], [], []
+    for entry in entries:
+        if entry.startswith("-"):
+            raise BadInput(f"lockfile {path}: option lines are not allowed in a release lock: {entry!r}")
+        match = PIN.match(entry)
+        if not match:
+            unpinned.append(entry.split()[0])
+            continue
+        hashes = HASH.findall(entry)
+        if not hashes:
+            unhashed.append(match.group(1))
+        marker = entry.split(";", 1)[1].split("--hash")[0].strip() if ";" in entry else ""
+        parsed.append(
+            {"name": normalize(match.group(1)), "version": match.group(3), "marker": marker, "hashes": hashes}
+        )
+    if unpinned:
+        raise BadInput(f"lockfile {path}: requirements not pinned with ==: {', '.join(unpinned)}")
+    if unhashed:
+        raise BadInput(
+            f"lockfile {path} has requirements without hashes: {', '.join(unhashed)} "
+            "(compile it with `uv pip compile --generate-hashes`)"
+        )
+    return parsed
+
+
+def marker_applies(marker: str, python: str) -> bool:
+    """Evaluate an environment marker for a CPython ``python`` on x86_64/aarch64 Linux."""
+    if not marker:
+        return True
+    try:
+        from packaging.markers import Marker
+    except ImportError:  # pip vendors packaging
+        from pip._vendor.packaging.markers import Marker
+    env = {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+    }
+    return Marker(marker).evaluate(env)
+
+
+def platform_tags(machine: str, glibc: str) -> list[str]:
+    major, minor = (int(part) for part in glibc.split(".")[:2])
+    if major != 2:
+        raise BadInput(f"unsupported glibc {glibc}")
+    tags = [f"manylinux_2_{m}_{machine}" for m in range(minor, 4, -1)]
+    legacy = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
+    tags += [f"{name}_{machine}" for name, floor in legacy.items() if minor >= floor]
+    return tags
+
+
+def wheel_metadata(wheel: Path) -> tuple[str, str]:
+    """Return (normalized name, version) from a wheel's METADATA."""
+    with zipfile.ZipFile(wheel) as archive:
+        meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        headers = archive.read(meta).decode().split("\n\n", 1)[0]
+    fields = dict(line.split(": ", 1) for line in headers.splitlines() if ": " in line)
+    return normalize(fields["Name"]), fields["Version"]
+
+
+def build_app_wheel(source: Path, out: Path) -> Path:
+    if not (source / "pyproject.toml").is_file():
+        raise BadInput(f"app source {source} has no pyproject.toml")
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "315532800")}
+        subprocess.run(
+            [uv, "build", "--wheel", "--quiet", "--out-dir", tmp, str(source)],
+            check=True,
+            env=env,
+            stdout=sys.stderr,
+        )
+        [built] = Path(tmp).glob("*.whl")
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / built.name
+        shutil.move(built, target)
+    return target
+
+
+def git_sha(source: Path | None) -> str:
+    if source is None:
+        return "unknown"
+    result = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def deterministic_tar(directory: Path, tarball: Path) -> None:
+    tmp = tarball.with_suffix(".tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for path in sorted(directory.iterdir()):
+            info = tar.gettarinfo(str(path), arcname=path.name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
+            info.mode = 0o644
+            with path.open("rb") as stream:
+                tar.addfile(info, stream)
+    tmp.replace(tarball)
+
+
+def build_wheelhouse(lock: list[dict], tools: list[dict], target: dict, cache: Path, lock_sha: str) -> dict:
+    python, machine, glibc = target["python"], target["machine"], target["glibc"]
+    key = sha256_text(f"{lock_sha}|{json.dumps(tools, sort_keys=True)}|{python}|{machine}|{glibc}")[:16]
+    home = cache / "wheelhouses" / key
+    tarball = home.with_suffix(".tar")
+    sums = home / "SHA256SUMS"
+    if tarball.is_file() and sums.is_file():
+        verify_wheelhouse(home, lock + tools)
+        return describe_wheelhouse(key, home, tarball, python, built=False)
+
+    wanted = [req for req in lock + tools if marker_applies(req["marker"], python)]
+    staging = Path(tempfile.mkdtemp(prefix=f"wheelhouse-{key}-", dir=cache))
+    try:
+        reqs = staging / "requirements.txt"
+        reqs.write_text(
+            "".join(
+                f"{r['name']}=={r['version']} " + " ".join(f"--hash=sha256:{h}" for h in r["hashes"]) + "\n"
+                for r in wanted
+            )
+        )
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
+        cmd += ["--no-deps", "--only-binary=:all:", "--require-hashes", "--implementation", "cp"]
+        cmd += ["--python-version", python, "--abi", "cp" + python.replace(".", ""), "--abi", "abi3"]
+        cmd += ["--abi", "none"]
+        for tag in platform_tags(machine, glibc):
+            cmd += ["--platform", tag]
+        cmd += ["-d", str(staging / "wheels"), "-r", str(reqs)]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BadInput(
+                f"cannot assemble the wheelhouse for Python {python} on {machine} (glibc {glibc}) "
+                f"from the lock:\n{result.stderr.strip()[-2000:]}"
+            )
+        wheels = staging / "wheels"
+        (wheels / "SHA256SUMS").write_text(
+            "".join(f"{sha256_file(w)}  {w.name}\n" for w in sorted(wheels.glob("*.whl")))
+        )
+        verify_wheelhouse(wheels, lock + tools)
+        home.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(home, ignore_errors=True)
+        wheels.rename(home)
+        deterministic_tar(home, tarball)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return describe_wheelhouse(key, home, tarball, python, built=True)
+
+
+def verify_wheelhouse(home: Path, reqs: list[dict]) -> None:
+    """Every wheel must hash to a value the lock allows for its package."""
+    allowed = {h for r in reqs for h in r["hashes"]}
+    listed = {}
+    for line in (home / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(None, 1)
+        listed[name] = digest
+    for wheel in sorted(home.glob("*.whl")):
+        digest = sha256_file(wheel)
+        if digest not in allowed or listed.get(wheel.name) != digest:
+            raise BadInput(f"wheel {wheel} does not match the hashes in the lockfile (tampered?)")
+
+
+def describe_wheelhouse(key: str, home: Path, tarball: Path, python: str, built: bool) -> dict:
+    return {
+        "key": key,
+        "python": python,
+        "path": str(home),
+        "tarball": str(tarball),
+        "sha256": sha256_file(home / "SHA256SUMS"),
+        "built": built,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--app-name", required=True)
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--lockfile", required=True, type=Path)
+    parser.add_argument("--tools-lockfile", required=True, type=Path)
+    parser.add_argument("--source", type=Path, help="app project to build the wheel from")
+    parser.add_argument("--wheel", type=Path, help="a ready app wheel instead of --source")
+    parser.add_argument("--git-sha", default="")
+    parser.add_argument("--cache", required=True, type=Path)
+    parser.add_argument("--target", action="append", default=[], help="JSON {python, machine, glibc}")
+    args = parser.parse_args(argv)
+    try:
+        print(json.dumps(build(args), indent=2, sort_keys=True))
+    except BadInput as problem:
+        print(f"release: {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build(args: argparse.Namespace) -> dict:
+    if not VERSION.match(args.version):
+        raise BadInput(f"version {args.version!r} is not a valid release version ([0-9A-Za-z.+_-], 64 max)")
+    if bool(args.source) == bool(args.wheel):
+        raise BadInput("give exactly one of an app source directory or an app wheel")
+    lock = parse_lock(args.lockfile)
+    tools = parse_lock(args.tools_lockfile)
+    lock_sha = sha256_file(args.lockfile)
+    cache = args.cache.expanduser().resolve() / normalize(args.app_name)
+    cache.mkdir(parents=True, exist_ok=True)
+
+    if args.wheel:
+        if not args.wheel.is_file():
+            raise BadInput(f"app wheel {args.wheel} does not exist")
+        wheel = args.wheel.resolve()
+    else:
+        wheel = build_app_wheel(args.source.resolve(), cache / "dist" / args.version)
+    wheel_sha = sha256_file(wheel)
+    dist_name, app_version = wheel_metadata(wheel)
+    release_id = f"{args.version}-{sha256_text(wheel_sha + lock_sha)[:8]}"
+
+    record = cache / "releases" / f"{release_id}.json"
+    changed = False
+    if record.is_file():
+        release = json.loads(record.read_text())
+    else:
+        release = {
+            "app": args.app_name,
+            "release_id": release_id,
+            "version": args.version,
+            "app_version": app_version,
+            "dist_name": dist_name,
+            "git_sha": args.git_sha or git_sha(args.source),
+            "lock_sha256": lock_sha,
+            "app_wheel_sha256": wheel_sha,
+            "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "built_by": f"{getpass.getuser()}@{socket.gethostname()}",
+        }
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(release, indent=2, sort_keys=True))
+        changed = True
+
+    lock_text = args.lockfile.read_text()
+    requirements = (
+        f"# asgi.deploy release {release_id}: the lockfile plus the app wheel.\n"
+        f"{lock_text.rstrip()}\n{dist_name}=={app_version} --hash=sha256:{wheel_sha}\n"
+    )
+    wheelhouses = {}
+    for raw in args.target:
+        target = json.loads(raw)
+        house = build_wheelhouse(lock, tools, target, cache, lock_sha)
+        changed = changed or house["built"]
+        wheelhouses[target["python"] + "-" + target["machine"] + "-" + target["glibc"]] = house
+    uv_version = next((t["version"] for t in tools if t["name"] == "uv"), None)
+    return {
+        "changed": changed,
+        "release": release,
+        "app_wheel": {"path": str(wheel), "filename": wheel.name, "sha256": wheel_sha},
+        "requirements": requirements,
+        "uv_version": uv_version,
+        "wheelhouses": wheelhouses,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
