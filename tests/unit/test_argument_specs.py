@@ -1,13 +1,10 @@
 """tools/argument_specs.py: the CI check that keeps defaults and specs in step."""
 
-import sys
 from pathlib import Path
 
+import argument_specs
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-import argument_specs
 
 
 def make_role(root: Path, name: str, defaults: dict, options: dict) -> Path:
