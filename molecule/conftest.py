@@ -60,7 +60,7 @@ def journal_of(host):
     return lambda unit, lines=JOURNAL_LINES: journal(host, unit, lines)
 
 
-def run_playbook(playbook, extra_vars=None, limit=None):
+def run_playbook(playbook, extra_vars=None, limit=None, args=()):
     """Run a playbook against this scenario's instances, as molecule would.
 
     Returns the CompletedProcess (stdout and stderr merged); never raises on a
@@ -70,6 +70,7 @@ def run_playbook(playbook, extra_vars=None, limit=None):
     cmd = ["ansible-playbook", "-i", str(ephemeral / "inventory"), str(playbook)]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
+    cmd += list(args)
     if limit:
         cmd += ["--limit", limit]
     env = {**os.environ, "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
@@ -78,8 +79,24 @@ def run_playbook(playbook, extra_vars=None, limit=None):
 
 @pytest.fixture(scope="session")
 def playbook():
-    """``playbook(path, extra_vars=None, limit=None)``: see run_playbook."""
+    """``playbook(path, extra_vars=None, limit=None, args=())``: see run_playbook."""
     return run_playbook
+
+
+FILES = Path(__file__).resolve().parent / "files"
+
+
+@pytest.fixture
+def http_probe(host):
+    """Run files/http_probe.py on the host; return its JSON result."""
+
+    def probe(*args):
+        code = (FILES / "http_probe.py").read_text()
+        cmd = host.run("python3 -c %s " + " ".join(["%s"] * len(args)), code, *args)
+        assert cmd.rc == 0, cmd.stderr
+        return json.loads(cmd.stdout)
+
+    return probe
 
 
 def pytest_configure(config):

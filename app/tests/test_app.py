@@ -71,3 +71,9 @@ def test_failing_startup_raises_instead_of_serving(manifest, monkeypatch):
     monkeypatch.setenv("DEMO_APP_FAIL_STARTUP", "1")
     with pytest.raises(main.StartupError), TestClient(main.app):
         pass
+
+
+def test_sleep_is_capped_and_reports_what_it_slept(manifest):
+    with TestClient(main.app) as client:
+        assert client.get("/sleep", params={"seconds": 0.01}).json() == {"slept": 0.01}
+        assert client.get("/sleep", params={"seconds": -5}).json() == {"slept": 0.0}

@@ -59,6 +59,14 @@ async def version() -> dict[str, str]:
     return app.state.version
 
 
+@app.get("/sleep")
+async def sleep(seconds: float = 1.0) -> dict[str, float]:
+    """A slow request, for drain and graceful-shutdown drills (capped at 120 s)."""
+    seconds = max(0.0, min(seconds, 120.0))
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
 @app.get("/")
 async def root() -> dict[str, str]:
     return {"app": "demo-app", "release_id": app.state.version["release_id"]}

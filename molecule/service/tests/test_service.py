@@ -1,0 +1,255 @@
+"""demo (TCP, UvicornWorker, a secret) and other (loopback + unix socket, asgi worker) on one host."""
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+DEMO = "demo.service"
+GRACEFUL = 5  # service_graceful_timeout in converge.yml
+URL_SLOW = "http://127.0.0.1:8000/sleep?seconds=60"
+
+
+def show(host, unit, *props):
+    out = host.run("systemctl show %s " + " ".join(f"-p {p}" for p in props), unit).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def listeners(host, pattern):
+    """Lines of `ss` for listening sockets whose local address matches pattern."""
+    return [line for line in host.run("ss -Hltnpx").stdout.splitlines() if re.search(pattern, line)]
+
+
+@pytest.mark.units("demo.socket", DEMO)
+def test_socket_listens_before_any_request_and_the_first_request_starts_the_service(host):
+    host.run_expect([0], "systemctl stop %s", DEMO)
+    assert not host.service(DEMO).is_running
+    [line] = listeners(host, r"0\.0\.0\.0:8000\s")
+    assert '"systemd",pid=1' in line
+    assert "gunicorn" not in line
+
+    reply = host.run("curl -fsS --max-time 30 http://127.0.0.1:8000/readyz")
+
+    assert reply.rc == 0, reply.stderr
+    assert host.service(DEMO).is_running
+
+
+@pytest.mark.units(DEMO)
+def test_gunicorn_serves_systemds_socket_and_binds_nothing_itself(host):
+    pid = show(host, DEMO, "MainPID")["MainPID"]
+    own = [line for line in host.run("ss -Hltnpx").stdout.splitlines() if f"pid={pid}," in line]
+    tcp = [line for line in own if line.startswith("tcp")]
+    assert len(tcp) == 1
+    assert '"systemd",pid=1' in tcp[0]
+    assert "0.0.0.0:8000" in tcp[0]
+    # Its only other listener is the control socket in its runtime directory.
+    assert [line for line in own if not line.startswith("tcp")] == [
+        line for line in own if "/run/demo/gunicorn.ctl" in line
+    ]
+    assert show(host, "demo.socket", "ReusePort")["ReusePort"] == "no"
+    assert "reuse_port = False" in host.file("/etc/asgi-deploy/demo/gunicorn.conf.py").content_string
+
+
+def test_gunicorn_refuses_to_run_without_the_systemd_socket(host):
+    cmd = host.run(
+        "cd /srv/demo/current && timeout 30 runuser -u demo -- /srv/demo/current/venv/bin/gunicorn "
+        "--config /etc/asgi-deploy/demo/gunicorn.conf.py demo_app.main:app"
+    )
+    assert cmd.rc not in (0, 124)
+    assert "no socket from systemd" in cmd.stderr
+
+
+def test_the_service_runs_as_its_own_unprivileged_user(host):
+    user = host.user("demo")
+    assert user.uid < 1000
+    assert user.shell == "/usr/sbin/nologin"
+    pid = show(host, DEMO, "MainPID")["MainPID"]
+    owners = set(host.run("ps -o user= --ppid %s -p %s", pid, pid).stdout.split())
+    assert owners == {"demo"}
+    assert host.user("other").uid != user.uid
+
+
+def test_the_unit_is_hardened(host):
+    props = show(
+        host,
+        DEMO,
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+        "CapabilityBoundingSet",
+        "UMask",
+        "RestrictAddressFamilies",
+        "SystemCallFilter",
+    )
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["ProtectSystem"] == "strict"
+    assert props["ProtectHome"] == "yes"
+    for prop in (
+        "PrivateTmp",
+        "PrivateDevices",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+    ):
+        assert props[prop] == "yes", prop
+    assert props["CapabilityBoundingSet"] == ""
+    assert props["UMask"] == "0027"
+    assert set(props["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert props["SystemCallFilter"] != ""
+
+
+def test_systemd_analyze_security_exposure_is_at_most_2(host):
+    out = host.run("systemd-analyze security --no-pager %s", DEMO).stdout
+    exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+    print(f"exposure of {DEMO}: {exposure}")
+    assert exposure <= 2.0, out
+
+
+def test_readiness_is_left_to_http_not_sd_notify(host):
+    assert show(host, DEMO, "Type")["Type"] == "exec"
+
+
+def test_systemd_waits_longer_than_gunicorns_graceful_timeout(host):
+    stop = show(host, DEMO, "TimeoutStopUSec")["TimeoutStopUSec"]
+    assert stop.endswith("s")
+    assert int(stop.rstrip("s")) > GRACEFUL
+
+
+@pytest.mark.units(DEMO)
+def test_a_stop_with_a_request_in_flight_ends_within_the_graceful_timeout(host):
+    host.run_expect([0], "systemctl start %s", DEMO)
+    host.run_expect([0], "curl -fsS --max-time 30 http://127.0.0.1:8000/readyz")
+    slow = f"slow-request-{time.monotonic_ns()}"
+    host.run_expect([0], "systemd-run --collect --unit %s curl -s --max-time 90 %s", slow, URL_SLOW)
+    # The access log shows a request only when it ends: wait for the connection.
+    deadline = time.monotonic() + 15
+    while not host.run("ss -Htn state established '( dport = :8000 )'").stdout.strip():
+        assert time.monotonic() < deadline, "slow request never connected"
+        time.sleep(0.1)
+
+    began = time.monotonic()
+    host.run_expect([0], "systemctl stop %s", DEMO)
+    took = time.monotonic() - began
+
+    assert took < GRACEFUL + 4, f"stop took {took:.1f}s"
+    assert show(host, DEMO, "Result")["Result"] == "success"
+    host.run("systemctl stop %s", slow)
+    host.run_expect([0], "systemctl start %s", DEMO)
+
+
+def test_each_apps_control_socket_lives_in_its_own_runtime_directory(host, wait_for):
+    for app in ("demo", "other"):
+        host.run_expect([0], "systemctl start %s.service", app)
+        ctl = wait_for(
+            lambda app=app: host.file(f"/run/{app}/gunicorn.ctl").is_socket and host.file(f"/run/{app}/gunicorn.ctl"),
+            what=f"the control socket of {app}",
+        )
+        assert ctl.user == app
+    assert not host.file("/nonexistent/.gunicorn").exists
+
+
+@pytest.mark.units(DEMO)
+def test_sigkill_of_the_master_brings_the_service_back_without_a_refused_connection(host, http_probe):
+    host.run_expect([0], "systemctl start %s", DEMO)
+    result = http_probe("--kill-main-of", DEMO, "--kill-after", "20", "--after", "20", "--deadline", "60")
+    assert result["killed_pid"] != 0
+    assert result["new_pid"] not in (0, result["killed_pid"]), result
+    assert result["refused"] == 0, result
+    # Only the one request in flight when the master died may be cut off.
+    assert result["failed"] <= 1, result
+    assert all("reset" in error.lower() for error in result["errors"]), result
+
+
+def test_units_come_back_after_a_reboot_and_restart_on_failure(host):
+    assert host.service("demo.socket").is_enabled
+    assert host.service(DEMO).is_enabled
+    props = show(host, DEMO, "Restart", "StartLimitBurst", "StartLimitIntervalUSec")
+    assert props["Restart"] == "on-failure"
+    assert props["StartLimitBurst"] == "5"
+    assert props["StartLimitIntervalUSec"] == "1min"
+
+
+def test_two_apps_on_one_host_both_serve(host):
+    demo = host.run("curl -fsS --max-time 30 http://127.0.0.1:8000/version")
+    other_tcp = host.run("curl -fsS --max-time 30 http://127.0.0.1:8001/version")
+    other_unix = host.run("curl -fsS --max-time 30 --unix-socket /run/other.sock http://other/version")
+    for reply in (demo, other_tcp, other_unix):
+        assert reply.rc == 0, reply.stderr
+        assert '"release_id":"1.0.0-' in reply.stdout
+    sock = host.file("/run/other.sock")
+    assert sock.is_socket
+    assert sock.mode == 0o660
+    assert sock.group == "other"
+    assert 'worker_class = "asgi"' in host.file("/etc/asgi-deploy/other/gunicorn.conf.py").content_string
+
+
+def test_units_pass_systemd_analyze_verify(host):
+    units = " ".join(f"/etc/systemd/system/{app}.{kind}" for app in ("demo", "other") for kind in ("socket", "service"))
+    cmd = host.run(f"systemd-analyze verify --man=no {units}")
+    assert cmd.rc == 0, cmd.stderr
+
+
+def environ_of(host, unit):
+    pid = show(host, unit, "MainPID")["MainPID"]
+    text = host.run("tr '\\0' '\\n' < /proc/%s/environ", pid).stdout
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def test_a_secret_from_the_environment_file_reaches_the_app_and_nothing_else(host):
+    secret = "molecule-secret-7d1f"  # noqa: S105 (the test value from converge.yml)
+    unit = host.file("/etc/systemd/system/demo.service").content_string
+    assert secret not in unit
+    assert "EnvironmentFile=/etc/asgi-deploy/demo/secrets.env" in unit
+    stored = host.file("/etc/asgi-deploy/demo/secrets.env")
+    assert (stored.user, stored.group, stored.mode) == ("root", "root", 0o600)
+    assert secret not in host.run("ps -eo args").stdout
+    assert environ_of(host, DEMO)["API_TOKEN"] == secret
+
+
+def test_a_secret_as_a_credential_stays_out_of_the_unit_and_the_environment(host):
+    # systemd cannot mount credentials inside these test containers (even
+    # `systemd-run -p SetCredential=` sees an empty directory), so this proves
+    # the wiring; delivery itself is systemd's and works on real hosts.
+    secret = "molecule-secret-other-3c9a"  # noqa: S105 (the test value from converge.yml)
+    unit = host.file("/etc/systemd/system/other.service").content_string
+    assert "LoadCredential=db_password:/etc/asgi-deploy/other/credentials/db_password" in unit
+    assert secret not in unit
+    stored = host.file("/etc/asgi-deploy/other/credentials/db_password")
+    assert (stored.user, stored.mode, stored.content_string) == ("root", 0o600, secret)
+    assert secret not in host.run("ps -eo args").stdout
+    assert secret not in "\n".join(environ_of(host, "other.service").values())
+
+
+def test_secrets_never_show_in_ansible_output(host, playbook):
+    converge = Path(__file__).resolve().parents[1] / "converge.yml"
+    result = playbook(converge, limit=host.backend.get_hostname(), args=["--check", "--diff", "-v"])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for secret in ("molecule-secret-7d1f", "molecule-secret-other-3c9a"):
+        assert secret not in output
+
+
+@pytest.mark.units(DEMO)
+def test_reload_replaces_workers_while_the_socket_keeps_serving(host):
+    pid = show(host, DEMO, "MainPID")["MainPID"]
+    before = set(host.run("pgrep -P %s", pid).stdout.split())
+    host.run_expect([0], "systemctl reload %s", DEMO)
+    deadline = time.monotonic() + 30
+    while True:
+        after = set(host.run("pgrep -P %s", pid).stdout.split())
+        if after and not (after & before):
+            break
+        assert time.monotonic() < deadline, "workers were not replaced after HUP"
+        time.sleep(0.2)
+    assert show(host, DEMO, "MainPID")["MainPID"] == pid
+    host.run_expect([0], "curl -fsS --max-time 30 http://127.0.0.1:8000/healthz")
