@@ -43,10 +43,13 @@ def test_gunicorn_serves_systemds_socket_and_binds_nothing_itself(host):
     assert len(tcp) == 1
     assert '"systemd",pid=1' in tcp[0]
     assert "0.0.0.0:8000" in tcp[0]
-    # Its only other listener is the control socket in its runtime directory.
-    assert [line for line in own if not line.startswith("tcp")] == [
-        line for line in own if "/run/demo/gunicorn.ctl" in line
-    ]
+    # Besides that, only its private probe socket (also systemd's) and its
+    # control socket, in its runtime directory.
+    unix = [line for line in own if not line.startswith("tcp")]
+    assert len(unix) == 2, unix
+    [probe] = [line for line in unix if "/run/demo-probe.sock" in line]
+    assert '"systemd",pid=1' in probe
+    assert any("/run/demo/gunicorn.ctl" in line for line in unix)
     assert show(host, "demo.socket", "ReusePort")["ReusePort"] == "no"
     assert "reuse_port = False" in host.file("/etc/asgi-deploy/demo/gunicorn.conf.py").content_string
 
@@ -194,7 +197,8 @@ def test_two_apps_on_one_host_both_serve(host):
 
 
 def test_units_pass_systemd_analyze_verify(host):
-    units = " ".join(f"/etc/systemd/system/{app}.{kind}" for app in ("demo", "other") for kind in ("socket", "service"))
+    kinds = (".socket", ".service", "-probe.socket", "-next.service", "-next-probe.socket")
+    units = " ".join(f"/etc/systemd/system/{app}{kind}" for app in ("demo", "other") for kind in kinds)
     cmd = host.run(f"systemd-analyze verify --man=no {units}")
     assert cmd.rc == 0, cmd.stderr
 
