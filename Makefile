@@ -67,8 +67,10 @@ lab: venv ## Start web1..web3 over SSH on loopback (safe to repeat)
 lab-down: ## Remove the lab: containers, network, key
 	tools/lab.sh down
 
-demo: lab ## Set up everything and run the main job against the lab
-	ansible -i inventories/lab/hosts.yml all -m ansible.builtin.ping
+demo: lab ## Set up everything, deploy 1.0.0 then 2.0.0 to the lab over SSH, print the status
+	ansible-playbook -i inventories/lab/hosts.yml playbooks/deploy.yml -e version=1.0.0
+	ansible-playbook -i inventories/lab/hosts.yml playbooks/deploy.yml -e version=2.0.0
+	ansible-playbook -i inventories/lab/hosts.yml playbooks/status.yml
 
 build: venv ## Build the collection tarball into build/
 	ansible-galaxy collection build --force --output-path build .

@@ -62,6 +62,16 @@ def test_the_first_host_is_back_on_its_release_and_the_others_never_changed(bad_
         assert not on(name).file("/srv/demo/deploys.log").exists
 
 
+def test_the_listening_socket_is_still_systemds_after_the_failure(bad_deploy):
+    # A failed temporary instance must not fail demo.socket (start-limit
+    # propagation): then the next restart would lose the listening socket.
+    for name in HOSTS:
+        host = on(name)
+        assert host.run("systemctl is-active demo.socket").stdout.strip() == "active", name
+        listening = host.run("ss -Hltnp 'sport = :8000'").stdout
+        assert '"systemd",pid=1' in listening, listening
+
+
 def test_no_request_fails_while_the_bad_release_is_tried(bad_deploy):
     _, _, report = bad_deploy
     print(report)
