@@ -73,38 +73,25 @@ def test_the_service_runs_as_its_own_unprivileged_user(host):
     assert host.user("other").uid != user.uid
 
 
+HARDENED_YES = (
+    "NoNewPrivileges",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "RestrictNamespaces",
+)
+
+
 def test_the_unit_is_hardened(host):
-    props = show(
-        host,
-        DEMO,
-        "NoNewPrivileges",
-        "ProtectSystem",
-        "ProtectHome",
-        "PrivateTmp",
-        "PrivateDevices",
-        "ProtectKernelTunables",
-        "ProtectKernelModules",
-        "ProtectKernelLogs",
-        "ProtectControlGroups",
-        "RestrictNamespaces",
-        "CapabilityBoundingSet",
-        "UMask",
-        "RestrictAddressFamilies",
-        "SystemCallFilter",
-    )
-    assert props["NoNewPrivileges"] == "yes"
-    assert props["ProtectSystem"] == "strict"
-    assert props["ProtectHome"] == "yes"
-    for prop in (
-        "PrivateTmp",
-        "PrivateDevices",
-        "ProtectKernelTunables",
-        "ProtectKernelModules",
-        "ProtectKernelLogs",
-        "ProtectControlGroups",
-        "RestrictNamespaces",
-    ):
+    others = ("ProtectSystem", "CapabilityBoundingSet", "UMask", "RestrictAddressFamilies", "SystemCallFilter")
+    props = show(host, DEMO, *HARDENED_YES, *others)
+    for prop in HARDENED_YES:
         assert props[prop] == "yes", prop
+    assert props["ProtectSystem"] == "strict"
     assert props["CapabilityBoundingSet"] == ""
     assert props["UMask"] == "0027"
     assert set(props["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
