@@ -112,6 +112,7 @@ class Load:
 
     def __init__(self, targets, workdir, users=4):
         self.targets, self.workdir, self.users = targets, Path(workdir), users
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.report = {}
 
     def phase(self, name):

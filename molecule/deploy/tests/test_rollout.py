@@ -31,9 +31,7 @@ _RESULTS = {}
 def phases(playbook):
     if _RESULTS:
         return _RESULTS
-    work = PROJECT / "build/load"
-    work.mkdir(parents=True, exist_ok=True)
-    load = Load(TARGETS, work)
+    load = Load(TARGETS, PROJECT / "build/load")
     for name, book, extra in PHASES:
         with load.phase(name):
             began = time.monotonic()
