@@ -7,6 +7,7 @@ shows why a service misbehaved without another run.
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import testinfra
 
 JOURNAL_LINES = 60
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def journal(host, unit, lines=JOURNAL_LINES):
@@ -76,8 +78,12 @@ def run_playbook(playbook, extra_vars=None, limit=None, args=()):
     cmd += list(args)
     if limit:
         cmd += ["--limit", limit]
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=600)
+    # Molecule forces colour for its own runs; tests read this output as text.
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"}
+    env.pop("ANSIBLE_FORCE_COLOR", None)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=600)
+    result.stdout, result.stderr = ANSI.sub("", result.stdout), ANSI.sub("", result.stderr)
+    return result
 
 
 @pytest.fixture(scope="session")
