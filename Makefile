@@ -53,7 +53,12 @@ unit: venv ## Unit tests: the tooling, and the reference app as an installed whe
 	pytest -q tests/unit app/tests
 
 molecule: venv images ## Every molecule scenario, in order
-	for s in $(SCENARIO_ORDER); do echo "== molecule test -s $$s"; molecule test -s $$s || exit 1; done
+	mkdir -p build/logs
+	for s in $(SCENARIO_ORDER); do \
+	  echo "== molecule test -s $$s"; \
+	  COLUMNS=200 molecule test -s $$s 2>&1 | tee build/logs/molecule-$$s.log \
+	    || { tools/failure-summary.sh build/logs/molecule-$$s.log; exit 1; }; \
+	done
 
 test: lint unit molecule ## Everything CI runs
 
