@@ -59,7 +59,8 @@ def test_the_first_host_is_back_on_its_release_and_the_others_never_changed(bad_
     reverted = [json.loads(line) for line in on("bad-web1").file("/srv/demo/deploys.log").content_string.splitlines()]
     assert reverted[-1]["result"] == "reverted"
     for name in HOSTS[1:]:
-        assert not on(name).file("/srv/demo/deploys.log").exists
+        lines = [json.loads(line) for line in on(name).file("/srv/demo/deploys.log").content_string.splitlines()]
+        assert [(line["from"], line["strategy"]) for line in lines] == [("", "initial")], name
 
 
 def test_the_listening_socket_is_still_systemds_after_the_failure(bad_deploy):

@@ -25,6 +25,7 @@ PHASES = [
     ("deploy_v3_restart", "deploy.yml", {"version": "3.0.0", "strategy": "restart"}),
 ]
 _RESULTS = {}
+_OUTPUTS = {}
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,7 @@ def phases(playbook):
             result = playbook(PLAYBOOKS / book, extra)
             wall = time.monotonic() - began
         assert result.returncode == 0, f"{name}: {book} failed:\n{(result.stdout + result.stderr)[-4000:]}"
+        _OUTPUTS[name] = result.stdout
         load.report[name]["playbook"] = book
         load.report[name]["playbook_wall_s"] = round(wall, 1)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,16 @@ def test_no_request_fails_during_the_phase(phases, name):
     assert report["failures"] == 0, report
 
 
+def test_a_deploy_of_the_live_release_skips_every_host_after_one_probe(phases):
+    output = _OUTPUTS["redeploy_v1_no_change"]
+    assert "is already live on deploy-web1, deploy-web2, deploy-web3; to change: nothing" in " ".join(output.split())
+    assert "changed=0" in output
+    assert "changed=1" not in output
+    # Nothing past the checks ran: no build, no service role, no handover.
+    assert "TASK [Deploy | Configure and start the service]" not in output
+    assert "TASK [Deploy | Build the release]" not in output
+
+
 def test_each_host_ends_on_the_last_deployed_release(host, phases):
     live = host.run("readlink /srv/demo/current").stdout.strip()
     assert live.startswith("releases/3.0.0-")
@@ -79,12 +91,15 @@ def test_the_audit_log_has_a_line_per_handover(host, phases):
     lines = [json.loads(line) for line in host.file("/srv/demo/deploys.log").content_string.splitlines()]
     moves = [(line["event"], line["to"].split("-")[0], line["strategy"], line["result"]) for line in lines]
     assert moves == [
+        ("deploy", "1.0.0", "initial", "success"),
         ("deploy", "2.0.0", "handover", "success"),
         ("rollback", "1.0.0", "handover", "success"),
         ("rollback", "2.0.0", "handover", "success"),
         ("deploy", "3.0.0", "restart", "success"),
     ]
     assert all(line["actor"] and line["run"] and line["duration_s"] > 0 for line in lines)
+    assert lines[0]["from"] == ""
+    assert [line["from"] for line in lines[1:]] == [line["to"] for line in lines[:-1]]
 
 
 def test_no_lock_and_no_temporary_instance_is_left_behind(host, phases):

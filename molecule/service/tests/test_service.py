@@ -158,9 +158,7 @@ def test_sigkill_of_the_master_brings_the_service_back_without_a_refused_connect
     # Only the one request in flight when the master died may be cut off.
     assert result["failed"] <= 1, result
     # Cut off means reset, or closed before the reply: which one depends on where the worker was.
-    assert all(
-        "reset" in error.lower() or "remotedisconnected" in error.lower() for error in result["errors"]
-    ), result
+    assert all("reset" in error.lower() or "remotedisconnected" in error.lower() for error in result["errors"]), result
 
 
 def test_units_come_back_after_a_reboot_and_restart_on_failure(host):
