@@ -14,7 +14,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 # Scenarios `make test` runs first: the platform before anything built on it.
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
 
-.PHONY: help venv images lock check-locks readmes lint unit molecule test scenario lab lab-down demo build clean
+.PHONY: help venv images lock check-locks readmes lint unit molecule bench bench-quick test scenario lab lab-down demo build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -60,7 +60,15 @@ molecule: venv images ## Every molecule scenario, in order
 	    || { tools/failure-summary.sh build/logs/molecule-$$s.log; exit 1; }; \
 	done
 
-test: lint unit molecule ## Everything CI runs
+bench: venv images ## Every benchmark (< 20 min): bench/results/latest.json, docs/benchmarks.md and plots
+	@command -v wrk > /dev/null || { echo "bench: needs wrk (apt-get install wrk)"; exit 2; }
+	python bench/run.py
+	python bench/report.py
+
+bench-quick: venv images ## CI: handover and restart on one host under load; fails on any failed request
+	python bench/run.py --quick
+
+test: lint unit molecule bench-quick ## Everything CI runs
 
 scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
 	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }

@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""The benchmarks behind docs/benchmarks.md, all in one run on one machine.
+
+    make bench         everything (< 20 min on 2 cores): bench/results/latest.json,
+                       then docs/benchmarks.md and its plots (bench/report.py)
+    make bench-quick   CI: one host, handover and restart under load; exits 1 on
+                       any failed request (build/bench/quick.json)
+
+The benchmarks run on their own lab (LAB_NAME=bench tools/lab.sh: containers
+bench-web1..N over SSH on 127.0.0.1), deploy the reference app with the
+playbooks exactly as users do, and remove the lab at the end. Load goes to
+127.0.0.1 only and every phase is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loadgen import Load, http_ok
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "build/bench"
+RESULTS = ROOT / "bench/results/latest.json"
+QUICK_RESULTS = WORK / "quick.json"
+SSH_BASE, HTTP_BASE = 2230, 8090
+USERS = 4  # load threads, one fresh connection per request
+RATE = 200  # requests per second in all: steady traffic that leaves CPU for the deploy itself
+WORKERS = 2  # Gunicorn workers per host (the role's default)
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)", re.M)
+
+
+def log(message: str) -> None:
+    print(f"bench [{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def env() -> dict:
+    return {
+        **os.environ,
+        "PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}",
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "LAB_NAME": "bench",
+    }
+
+
+class Lab:
+    def __init__(self, hosts: int):
+        self.hosts = hosts
+        self.names = [f"bench-web{n}" for n in range(1, hosts + 1)]
+        self.inventory = WORK / "hosts.yml"
+        self._version = 0
+
+    def up(self) -> float:
+        began = time.monotonic()
+        subprocess.run([ROOT / "tools/lab.sh", "up"], env={**env(), "LAB_HOSTS": str(self.hosts)}, check=True)
+        WORK.mkdir(parents=True, exist_ok=True)
+        hosts = "".join(
+            f"        {name}:\n          ansible_port: {SSH_BASE + n}\n" for n, name in enumerate(self.names, 1)
+        )
+        self.inventory.write_text(
+            "# Written by bench/run.py: the bench lab (tools/lab.sh with LAB_NAME=bench).\n"
+            f"all:\n  children:\n    web:\n      hosts:\n{hosts}"
+            "  vars:\n    ansible_host: 127.0.0.1\n    ansible_user: root\n"
+            "    ansible_python_interpreter: /usr/bin/python3\n"
+            '    ansible_ssh_private_key_file: "{{ inventory_dir }}/../../.bench/id_ed25519"\n'
+            "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
+        )
+        # Same app settings as the people's lab; paths there are relative to
+        # the inventory, which sits at the same depth.
+        group_vars = WORK / "group_vars/all"
+        group_vars.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "inventories/lab/group_vars/all/asgi.yml", group_vars / "asgi.yml")
+        return time.monotonic() - began
+
+    def down(self) -> None:
+        subprocess.run([ROOT / "tools/lab.sh", "down"], env=env(), check=False)
+
+    def url(self, n: int = 1, path: str = "") -> str:
+        return f"http://127.0.0.1:{HTTP_BASE + n}{path}"
+
+    def next_version(self) -> str:
+        self._version += 1
+        return f"1.{self._version}.0"
+
+    def ssh(self, n: int, command: str, stdin: str | None = None) -> str:
+        argv = ["ssh", "-i", str(ROOT / ".bench/id_ed25519"), "-p", str(SSH_BASE + n), "-o", "BatchMode=yes"]
+        argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+        result = subprocess.run([*argv, "root@127.0.0.1", command], input=stdin, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"ssh bench-web{n} {command!r} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def playbook(self, book: str, hosts: int, **extra) -> dict:
+        """Run a playbook on bench-web1..hosts; wall time and tasks per host."""
+        argv = ["ansible-playbook", "-i", str(self.inventory), str(ROOT / book)]
+        argv += ["--limit", ",".join(self.names[:hosts])]
+        for key, value in extra.items():
+            argv += ["-e", f"{key}={value}"]
+        began = time.monotonic()
+        result = subprocess.run(argv, env=env(), capture_output=True, text=True)
+        wall = time.monotonic() - began
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
+        recap = RECAP.findall(result.stdout)
+        tasks = statistics.mean(int(ok) + int(failed) for _, ok, _, _, failed, _ in recap)
+        return {"wall_s": round(wall, 2), "tasks_per_host": round(tasks, 1), "s_per_task": round(wall / tasks, 3)}
+
+    def wait_http(self, n: int = 1, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if http_ok(self.url(n)):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bench-web{n} does not answer {self.url(n)}")
+            time.sleep(0.2)
+
+
+# A plain unit: Gunicorn or uvicorn binding port 8000 itself, no systemd socket.
+PLAIN_UNIT = """[Unit]
+Description=bench: {name} binding its own port (no socket activation)
+[Service]
+User=demo
+Group=demo
+WorkingDirectory=/srv/demo/current
+ExecStart={command}
+KillMode=mixed
+"""
+GUNICORN_PLAIN = (
+    f"/srv/demo/current/venv/bin/gunicorn --worker-class uvicorn_worker.UvicornWorker --workers {WORKERS} "
+    "--bind 0.0.0.0:8000 --access-logfile - demo_app.main:app"
+)
+UVICORN_PLAIN = f"/srv/demo/current/venv/bin/uvicorn --workers {WORKERS} --host 0.0.0.0 --port 8000 demo_app.main:app"
+
+
+def install_plain(lab: Lab, name: str, command: str) -> None:
+    unit = PLAIN_UNIT.format(name=name, command=command)
+    lab.ssh(1, f"cat > /run/systemd/system/{name}.service && systemctl daemon-reload", stdin=unit)
+    lab.ssh(1, f"systemctl stop demo.socket demo.service && systemctl start {name}.service")
+    lab.wait_http()
+
+
+def remove_plain(lab: Lab, name: str) -> None:
+    lab.ssh(1, f"systemctl stop {name}.service; rm -f /run/systemd/system/{name}.service; systemctl daemon-reload")
+    lab.ssh(1, "systemctl start demo.socket")
+    lab.wait_http()
+
+
+def series(load: Load, bucket: float = 0.1) -> dict:
+    """Latency over time: per bucket, the worst latency and the failures."""
+    buckets: dict[int, list] = {}
+    for record in load.records:
+        slot = buckets.setdefault(int(record.t / bucket), [0.0, 0])
+        if record.ok:
+            slot[0] = max(slot[0], record.ms)
+        else:
+            slot[1] += 1
+    keys = sorted(buckets)
+    return {
+        "bucket_s": bucket,
+        "t": [round(k * bucket, 2) for k in keys],
+        "max_ms": [round(buckets[k][0], 1) for k in keys],
+        "failures": [buckets[k][1] for k in keys],
+    }
+
+
+def zero_downtime(lab: Lab, strategy: str, steady_s: float, tail_s: float) -> dict:
+    """Load on bench-web1: a steady window while status.yml runs, then the change."""
+    if strategy == "plain":
+        install_plain(lab, "demo-plain", GUNICORN_PLAIN)
+    with Load([lab.url(1)], users=USERS, rate=RATE) as load:
+        s0 = load.now()
+        lab.playbook("playbooks/status.yml", 1)  # the same controller work as a deploy's checks
+        while load.now() - s0 < steady_s:
+            time.sleep(0.05)
+        a0 = load.now()
+        if strategy in ("handover", "restart"):
+            run = lab.playbook("playbooks/deploy.yml", 1, version=lab.next_version(), strategy=strategy)
+        else:
+            unit = "demo-plain.service" if strategy == "plain" else "demo.service"
+            state = "restarted" if strategy == "plain" else "reloaded"
+            began = time.monotonic()
+            subprocess.run(
+                [
+                    "ansible",
+                    "-i",
+                    str(lab.inventory),
+                    "bench-web1",
+                    "-m",
+                    "ansible.builtin.systemd_service",
+                    "-a",
+                    json.dumps({"name": unit, "state": state}),
+                ],
+                env=env(),
+                check=True,
+                capture_output=True,
+            )
+            run = {"wall_s": round(time.monotonic() - began, 2)}
+        a1 = load.now()
+        # Observation window after the command: HUP and restarts finish asynchronously.
+        while load.now() - a1 < tail_s:
+            time.sleep(0.05)
+        end = load.now()
+    if strategy == "plain":
+        remove_plain(lab, "demo-plain")
+    steady, during = load.window(s0, a0), load.window(a0, end)
+    ratio = round(during["max_ms"] / steady["max_ms"], 2) if steady["max_ms"] else None
+    log(
+        f"zero downtime {strategy}: {during['failures']} failed of {during['requests']}, max {during['max_ms']} ms "
+        f"(steady max {steady['max_ms']} ms, x{ratio})"
+    )
+    return {
+        "steady": steady,
+        "during": during,
+        "max_over_steady_max": ratio,
+        "command_wall_s": run["wall_s"],
+        "window_s": [round(a0, 2), round(a1, 2), round(end, 2)],
+        "series": series(load),
+    }
+
+
+WRK = re.compile(r"Requests/sec:\s+([\d.]+)")
+WRK_P = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+WRK_ERR = re.compile(
+    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)|Non-2xx or 3xx responses: (\d+)"
+)
+
+
+def wrk(url: str, seconds: int, connections: int = 32) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    pct = {q: round(float(v) * scale[unit], 2) for q, v, unit in WRK_P.findall(out)}
+    errors = sum(int(n) for match in WRK_ERR.findall(out) for n in match if n)
+    return {"rps": float(WRK.search(out).group(1)), "p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "errors": errors}
+
+
+def serving(lab: Lab, seconds: int, rounds: int) -> dict:
+    """req/s through the systemd socket vs standalone uvicorn, same worker count."""
+    url = lab.url(1, "/healthz")
+    configs = {}
+
+    def measure(name: str) -> None:
+        lab.wait_http()
+        wrk(url, 2)  # warm up: workers started, imports done
+        runs = [wrk(url, seconds) for _ in range(rounds)]
+        best = max(runs, key=lambda run: run["rps"])
+        configs[name] = {**best, "runs_rps": [run["rps"] for run in runs]}
+        log(f"serving {name}: {best['rps']:.0f} req/s, p99 {best['p99_ms']} ms")
+
+    live = lab.ssh(1, "basename $(readlink /srv/demo/current)").strip().split("-")[0]
+    measure("gunicorn_uvicorn_worker")  # the role's defaults
+    recycle = {"service_max_requests": 2000, "service_max_requests_jitter": 1000}
+    lab.playbook("playbooks/deploy.yml", 1, version=live, **recycle)
+    measure("gunicorn_uvicorn_worker_recycling")
+    lab.playbook("playbooks/deploy.yml", 1, version=live, service_worker_class="asgi")
+    measure("gunicorn_asgi_worker")
+    install_plain(lab, "demo-uvicorn", UVICORN_PLAIN)
+    measure("uvicorn_standalone")
+    remove_plain(lab, "demo-uvicorn")
+    lab.playbook("playbooks/deploy.yml", 1, version=live)
+    base = configs["uvicorn_standalone"]["rps"]
+    return {
+        "configs": configs,
+        "ratios_vs_uvicorn": {name: round(c["rps"] / base, 3) for name, c in configs.items()},
+    }
+
+
+VENV_SCRIPT = r"""
+set -eu
+rel=$(readlink -f /srv/demo/current)
+key=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['wheelhouse_key'])" "$rel/release.json")
+wheels=/srv/demo/wheels/$key
+uv=$(ls -d /srv/demo/tools/uv-*/uv | head -n1)
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+t() { local s=$EPOCHREALTIME; "$@" > /dev/null; awk "BEGIN { print $EPOCHREALTIME - $s }"; }
+uv_build() {  # cache flags...
+  rm -rf "$work/venv"
+  "$uv" venv --quiet --no-python-downloads --python /usr/bin/python3 "$work/venv"
+  "$uv" pip sync --quiet --require-hashes --offline --no-index --find-links "$wheels" --find-links "$rel/dist" \
+    --compile-bytecode --link-mode copy "$@" --python "$work/venv/bin/python" "$rel/requirements.txt"
+}
+pip_build() {  # cache flags...
+  rm -rf "$work/venv"
+  /usr/bin/python3 -m venv "$work/venv"
+  "$work/venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes --no-index \
+    --find-links "$wheels" --find-links "$rel/dist" "$@" -r "$rel/requirements.txt"
+}
+packages=$(grep -c '^[A-Za-z0-9]' "$rel/requirements.txt")
+uv_build --cache-dir "$work/uv-cache" ; pip_build --cache-dir "$work/pip-cache"   # fill the warm caches
+for i in 1 2 3; do
+  echo "uv_cold $(t uv_build --no-cache)"
+  echo "uv_warm $(t uv_build --cache-dir "$work/uv-cache")"
+  echo "pip_cold $(t pip_build --no-cache-dir)"
+  echo "pip_warm $(t pip_build --cache-dir "$work/pip-cache")"
+done
+echo "packages $packages"
+"""
+
+
+def venv(lab: Lab) -> dict:
+    """uv vs pip building the release venv from the host's wheelhouse, 3 runs each."""
+    out = lab.ssh(1, "bash -s", stdin=VENV_SCRIPT)
+    times: dict[str, list[float]] = {}
+    packages = 0
+    for line in out.splitlines():
+        name, value = line.split()
+        if name == "packages":
+            packages = int(value)
+        else:
+            times.setdefault(name, []).append(round(float(value), 3))
+    median = {name: round(statistics.median(values), 3) for name, values in times.items()}
+    result = {
+        "packages": packages,
+        "runs_s": times,
+        "median_s": median,
+        "pip_over_uv_cold": round(median["pip_cold"] / median["uv_cold"], 1),
+        "pip_over_uv_warm": round(median["pip_warm"] / median["uv_warm"], 1),
+    }
+    log(
+        f"venv: uv cold {median['uv_cold']} s, warm {median['uv_warm']} s; pip cold {median['pip_cold']} s, "
+        f"warm {median['pip_warm']} s"
+    )
+    return result
+
+
+def deploy_speed(lab: Lab, hosts: int) -> dict:
+    """Empty playbook (facts only) as the floor; deploy, no-change re-run, rollback."""
+    version = lab.next_version()
+    result = {
+        "empty_playbook": lab.playbook("bench/empty.yml", hosts),
+        "deploy": lab.playbook("playbooks/deploy.yml", hosts, version=version),
+        "no_change": lab.playbook("playbooks/deploy.yml", hosts, version=version),
+        "rollback": lab.playbook("playbooks/rollback.yml", hosts),
+    }
+    result["no_change_over_empty"] = round(result["no_change"]["wall_s"] / result["empty_playbook"]["wall_s"], 2)
+    log(
+        f"deploy speed, {hosts} host(s): "
+        + ", ".join(f"{k} {v['wall_s']} s" for k, v in result.items() if isinstance(v, dict))
+    )
+    return result
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    podman = subprocess.run(["podman", "--version"], capture_output=True, text=True).stdout.strip()
+    ansible = subprocess.run(["ansible", "--version"], env=env(), capture_output=True, text=True).stdout.splitlines()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "podman": podman,
+        "ansible": ansible[0] if ansible else "",
+        "os": Path("/etc/os-release").read_text().split('PRETTY_NAME="', 1)[-1].split('"', 1)[0],
+    }
+
+
+def targets(results: dict) -> list[dict]:
+    z, found = results["zero_downtime"], []
+
+    def check(name: str, value, limit: str, met: bool) -> None:
+        found.append({"target": name, "value": value, "limit": limit, "met": bool(met)})
+
+    for strategy in ("handover", "restart"):
+        check(
+            f"{strategy}: failed requests",
+            z[strategy]["during"]["failures"],
+            "0",
+            z[strategy]["during"]["failures"] == 0,
+        )
+    ratio = z["handover"]["max_over_steady_max"]
+    check("handover: max latency / steady-state max", ratio, "<= 1.5", ratio is not None and ratio <= 1.5)
+    if "serving" in results:
+        value = results["serving"]["ratios_vs_uvicorn"]["gunicorn_uvicorn_worker"]
+        check("Gunicorn+UvicornWorker req/s / standalone uvicorn", value, ">= 0.95", value >= 0.95)
+    if "venv" in results:
+        for kind in ("cold", "warm"):
+            value = results["venv"][f"pip_over_uv_{kind}"]
+            check(f"pip time / uv time ({kind})", value, ">= 10", value >= 10)
+    if "deploy_speed" in results:
+        for hosts, speed in results["deploy_speed"].items():
+            check(
+                f"no-change deploy / empty playbook ({hosts} host(s))",
+                speed["no_change_over_empty"],
+                "<= 1.5",
+                speed["no_change_over_empty"] <= 1.5,
+            )
+        rollback = results["deploy_speed"]["3"]["rollback"]["wall_s"]
+        check("rollback of 3 hosts (s)", rollback, "< 30", rollback < 30)
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI: one host, handover and restart only")
+    parser.add_argument("--keep-lab", action="store_true", help="leave the bench lab running afterwards")
+    args = parser.parse_args()
+    began = time.monotonic()
+    hosts = 1 if args.quick else 6
+    lab = Lab(hosts)
+    results: dict = {
+        "mode": "quick" if args.quick else "full",
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "conditions": {
+            "hosts": "bench-web1..N: Debian 12 containers (podman, systemd) reached over SSH on 127.0.0.1",
+            "gunicorn_workers_per_host": WORKERS,
+            "load": f"{USERS} threads on the controller paced to {RATE} requests/s in all, a fresh connection per "
+            "request, GET /version on 127.0.0.1 (the host's published port)",
+            "app": "app/ (FastAPI reference service)",
+        },
+    }
+    try:
+        results["lab_up_s"] = round(lab.up(), 1)
+        log(f"first deploy on {hosts} host(s)")
+        first = lab.playbook("playbooks/deploy.yml", hosts, version=lab.next_version(), serial=hosts)
+        results["first_deploy"] = {**first, "hosts": hosts, "serial": hosts}
+        steady_s, tail_s = (4, 3) if args.quick else (8, 4)
+        strategies = ["handover", "restart"] if args.quick else ["handover", "restart", "hup", "plain"]
+        results["zero_downtime"] = {s: zero_downtime(lab, s, steady_s, tail_s) for s in strategies}
+        if not args.quick:
+            results["serving"] = serving(lab, seconds=8, rounds=2)
+            results["venv"] = venv(lab)
+            results["deploy_speed"] = {str(n): deploy_speed(lab, n) for n in (1, 3)}
+            growth = {"serial_1": {}, "serial_all": {}}
+            for n in (1, 3):
+                growth["serial_1"][str(n)] = results["deploy_speed"][str(n)]["deploy"]["wall_s"]
+            growth["serial_1"]["6"] = lab.playbook("playbooks/deploy.yml", 6, version=lab.next_version())["wall_s"]
+            for n in (1, 3, 6):
+                run = lab.playbook("playbooks/deploy.yml", n, version=lab.next_version(), serial=n)
+                growth["serial_all"][str(n)] = run["wall_s"]
+            results["growth"] = growth
+            log(f"growth: {growth}")
+    finally:
+        if not args.keep_lab:
+            lab.down()
+    results["targets"] = targets(results)
+    results["bench_wall_s"] = round(time.monotonic() - began, 1)
+    out = QUICK_RESULTS if args.quick else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"wrote {out.relative_to(ROOT)} in {results['bench_wall_s']} s")
+    for target in results["targets"]:
+        print(
+            f"  {'ok  ' if target['met'] else 'MISS'} {target['target']}: {target['value']} (target {target['limit']})"
+        )
+    failed = sum(results["zero_downtime"][s]["during"]["failures"] for s in ("handover", "restart"))
+    if failed:
+        print(f"bench: {failed} request(s) failed during handover/restart", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The benchmark's own arithmetic and report, on hand-made data."""
+
+import http.server
+import threading
+import time
+
+import loadgen
+import pytest
+import report
+
+
+def test_summary_counts_failures_and_takes_percentiles_of_successes_only():
+    records = [loadgen.Record(t=i / 100, ms=float(i), ok=True) for i in range(1, 101)]
+    records += [loadgen.Record(t=1.0, ms=5000.0, ok=False, error="ConnectionRefusedError")] * 3
+    summary = loadgen.summarize(records)
+    assert summary["requests"] == 103
+    assert summary["failures"] == 3
+    assert summary["errors"] == {"ConnectionRefusedError": 3}
+    assert summary["p50_ms"] == 51.0  # nearest rank over 1..100
+    assert summary["p99_ms"] == 99.0
+    assert summary["max_ms"] == 100.0
+
+
+def test_an_empty_window_summarises_to_zeros():
+    assert loadgen.summarize([]) == {
+        "requests": 0,
+        "failures": 0,
+        "errors": {},
+        "p50_ms": 0.0,
+        "p99_ms": 0.0,
+        "max_ms": 0.0,
+    }
+
+
+@pytest.fixture
+def server():
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status = 200 if self.path == "/version" else 503
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def until(load, count, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while len(load.records) < count:
+        assert time.monotonic() < deadline, f"only {len(load.records)} requests in {timeout}s"
+        time.sleep(0.01)
+
+
+def test_the_load_records_every_request_and_counts_bad_statuses(server):
+    with loadgen.Load([server], users=2, path="/version") as good:
+        until(good, 20)
+    with loadgen.Load([server], users=1, path="/other") as bad:
+        until(bad, 5)
+    assert good.window(0, 1e9)["failures"] == 0
+    assert all(r.ok for r in good.records)
+    assert bad.window(0, 1e9)["errors"].keys() == {"HTTP 503"}
+    assert loadgen.http_ok(server + "/version")
+    assert not loadgen.http_ok("http://127.0.0.1:9/")  # nothing listens on the discard port
+
+
+def results():
+    window = {"requests": 100, "failures": 0, "errors": {}, "p50_ms": 4.0, "p99_ms": 9.0, "max_ms": 12.0}
+    zero = {
+        s: {
+            "steady": window,
+            "during": {**window, "failures": 2 if s == "plain" else 0},
+            "max_over_steady_max": 1.0,
+            "command_wall_s": 10.0,
+            "window_s": [1.0, 2.0, 3.0],
+            "series": {"bucket_s": 0.1, "t": [0.0, 0.1, 0.2], "max_ms": [4.0, 12.0, 5.0], "failures": [0, 2, 0]},
+        }
+        for s in ("handover", "restart", "hup", "plain")
+    }
+    run = {"wall_s": 4.0, "tasks_per_host": 10.0, "s_per_task": 0.4}
+    speed = {"empty_playbook": run, "deploy": run, "no_change": run, "rollback": run, "no_change_over_empty": 1.0}
+    return {
+        "mode": "full",
+        "started_at": "2026-11-24T00:00:00Z",
+        "bench_wall_s": 600,
+        "machine": {"cores": 2, "cpu": "x", "os": "Debian", "kernel": "6", "podman": "podman 4", "ansible": "a"},
+        "conditions": {"hosts": "h", "gunicorn_workers_per_host": 2, "load": "l", "app": "app"},
+        "first_deploy": {**run, "hosts": 6},
+        "zero_downtime": zero,
+        "serving": {
+            "configs": {
+                "gunicorn_uvicorn_worker": {"rps": 950.0, "p50_ms": 1, "p99_ms": 2, "errors": 0},
+                "uvicorn_standalone": {"rps": 1000.0, "p50_ms": 1, "p99_ms": 2, "errors": 0},
+            },
+            "ratios_vs_uvicorn": {"gunicorn_uvicorn_worker": 0.95, "uvicorn_standalone": 1.0},
+        },
+        "venv": {
+            "packages": 23,
+            "median_s": {"uv_cold": 0.5, "uv_warm": 0.2, "pip_cold": 5.0, "pip_warm": 4.0},
+            "pip_over_uv_cold": 10.0,
+            "pip_over_uv_warm": 20.0,
+        },
+        "deploy_speed": {"1": speed, "3": speed},
+        "growth": {"serial_1": {"1": 10, "3": 30, "6": 60}, "serial_all": {"1": 10, "3": 15, "6": 25}},
+        "targets": [
+            {"target": "handover: failed requests", "value": 0, "limit": "0", "met": True},
+            {"target": "rollback of 3 hosts (s)", "value": 40, "limit": "< 30", "met": False},
+        ],
+    }
+
+
+def test_the_report_has_every_section_and_writes_its_plots(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "IMG", tmp_path)
+    text = report.render(results())
+    for heading in (
+        "## Targets",
+        "## 1. Zero downtime",
+        "## 2. Serving",
+        "## 3. A release venv",
+        "## 4. Deploy",
+        "## 5.",
+    ):
+        assert heading in text
+    assert "| rollback of 3 hosts (s) | 40 | < 30 | **missed** |" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-growth.png", "bench-latency.png", "bench-venv.png"]
+    assert all(p.stat().st_size > 1000 for p in tmp_path.iterdir())
