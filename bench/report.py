@@ -32,6 +32,13 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def save(fig, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(IMG / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def plot_latency(results: dict) -> str:
     zero = results["zero_downtime"]
     fig, axes = plt.subplots(len(zero), 1, figsize=(9, 2.3 * len(zero)), sharex=False)
@@ -48,12 +55,8 @@ def plot_latency(results: dict) -> str:
         ax.set_ylabel("ms")
         ax.set_title(LABELS.get(strategy, strategy), fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
-    axes[-1].set_xlabel("seconds since the load started") if len(zero) > 1 else None
-    fig.tight_layout()
-    path = IMG / "bench-latency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    fig.supxlabel("seconds since the load started", fontsize=9)
+    return save(fig, "bench-latency.png")
 
 
 def plot_growth(results: dict) -> str:
@@ -67,11 +70,7 @@ def plot_growth(results: dict) -> str:
     ax.set_xticks([1, 3, 6])
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = IMG / "bench-growth.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return save(fig, "bench-growth.png")
 
 
 def plot_venv(results: dict) -> str:
@@ -81,11 +80,7 @@ def plot_venv(results: dict) -> str:
     colors = ["tab:green" if name.startswith("uv") else "tab:gray" for name in names]
     ax.bar([n.replace("_", " ") for n in names], [median[n] for n in names], color=colors)
     ax.set_ylabel("seconds (median of 3)")
-    fig.tight_layout()
-    path = IMG / "bench-venv.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return save(fig, "bench-venv.png")
 
 
 def render(results: dict) -> str:
