@@ -70,7 +70,7 @@ class Load:
                 self._stop.wait(max(0.0, due - time.monotonic()))
 
     def __enter__(self) -> Load:
-        self.t0 = time.monotonic()
+        self.t0, self.wall0 = time.monotonic(), time.time()
         for _ in range(self.users):
             thread = threading.Thread(target=self._user, daemon=True)
             thread.start()
@@ -84,6 +84,10 @@ class Load:
 
     def now(self) -> float:
         return time.monotonic() - self.t0
+
+    def at(self, wall: float) -> float:
+        """Load time of a wall-clock timestamp (hosts here share this machine's clock)."""
+        return wall - self.wall0
 
     def window(self, start: float, end: float) -> dict:
         return summarize([r for r in self.records if start <= r.t < end])

@@ -215,19 +215,33 @@ def zero_downtime(lab: Lab, strategy: str, steady_s: float, tail_s: float) -> di
     if strategy == "plain":
         remove_plain(lab, "demo-plain")
     steady, during = load.window(s0, a0), load.window(a0, end)
-    ratio = round(during["max_ms"] / steady["max_ms"], 2) if steady["max_ms"] else None
-    log(
-        f"zero downtime {strategy}: {during['failures']} failed of {during['requests']}, max {during['max_ms']} ms "
-        f"(steady max {steady['max_ms']} ms, x{ratio})"
-    )
-    return {
+    result = {
         "steady": steady,
         "during": during,
-        "max_over_steady_max": ratio,
+        "max_over_steady_max": ratio(during, steady),
         "command_wall_s": run["wall_s"],
         "window_s": [round(a0, 2), round(a1, 2), round(end, 2)],
-        "series": series(load),
     }
+    if strategy in ("handover", "restart"):
+        # The deploy also builds the release beside the live one; the switch
+        # itself is what the audit line times: from its start until a second
+        # after it ended.
+        audit = json.loads(lab.ssh(1, "tail -n 1 /srv/demo/deploys.log"))
+        ended = load.at(datetime.fromisoformat(audit["time"].rstrip("Z")).replace(tzinfo=UTC).timestamp())
+        switch = load.window(ended - audit["duration_s"], ended + 1.0)
+        result["switch"] = switch
+        result["switch_window_s"] = [round(ended - audit["duration_s"], 2), round(ended + 1.0, 2)]
+        result["switch_max_over_steady_max"] = ratio(switch, steady)
+    log(
+        f"zero downtime {strategy}: {during['failures']} failed of {during['requests']}, max {during['max_ms']} ms "
+        f"(steady max {steady['max_ms']} ms; switch max {result.get('switch', {}).get('max_ms')} ms)"
+    )
+    result["series"] = series(load)
+    return result
+
+
+def ratio(window: dict, steady: dict) -> float | None:
+    return round(window["max_ms"] / steady["max_ms"], 2) if steady["max_ms"] else None
 
 
 WRK = re.compile(r"Requests/sec:\s+([\d.]+)")
@@ -390,8 +404,9 @@ def targets(results: dict) -> list[dict]:
             "0",
             z[strategy]["during"]["failures"] == 0,
         )
-    ratio = z["handover"]["max_over_steady_max"]
-    check("handover: max latency / steady-state max", ratio, "<= 1.5", ratio is not None and ratio <= 1.5)
+    for key, what in (("switch_max_over_steady_max", "the switch"), ("max_over_steady_max", "the whole deploy")):
+        value = z["handover"][key]
+        check(f"handover: max latency during {what} / steady-state max", value, "<= 1.5", value and value <= 1.5)
     if "serving" in results:
         value = results["serving"]["ratios_vs_uvicorn"]["gunicorn_uvicorn_worker"]
         check("Gunicorn+UvicornWorker req/s / standalone uvicorn", value, ">= 0.95", value >= 0.95)

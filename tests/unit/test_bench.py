@@ -84,6 +84,8 @@ def results():
         }
         for s in ("handover", "restart", "hup", "plain")
     }
+    for s in ("handover", "restart"):
+        zero[s].update(switch=window, switch_window_s=[1.5, 2.5], switch_max_over_steady_max=1.0)
     run = {"wall_s": 4.0, "tasks_per_host": 10.0, "s_per_task": 0.4}
     speed = {"empty_playbook": run, "deploy": run, "no_change": run, "rollback": run, "no_change_over_empty": 1.0}
     return {
@@ -129,5 +131,7 @@ def test_the_report_has_every_section_and_writes_its_plots(tmp_path, monkeypatch
     ):
         assert heading in text
     assert "| rollback of 3 hosts (s) | 40 | < 30 | **missed** |" in text
+    handover_row = f"| {report.LABELS['handover']} | 100 | 0 | 4.0 | 9.0 | 12.0 | 12.0 | 1.0 | 12.0 | 1.0 |"
+    assert handover_row in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-growth.png", "bench-latency.png", "bench-venv.png"]
     assert all(p.stat().st_size > 1000 for p in tmp_path.iterdir())

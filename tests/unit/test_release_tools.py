@@ -108,3 +108,41 @@ def test_prune_dry_run_removes_nothing_and_drops_unused_wheelhouses(tmp_path):
     assert (releases / "1.0-x").exists()
     prune(tmp_path, *args)
     assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == ["new"]
+
+
+def fake_uv(tmp_path, monkeypatch):
+    """A `uv build` that writes a wheel named after the source's version file and counts its calls."""
+    calls = tmp_path / "calls"
+    uv = tmp_path / "bin/uv"
+    uv.parent.mkdir()
+    uv.write_text(
+        "#!/bin/sh\n"
+        f'echo build >> "{calls}"\n'
+        'out=$5; src=$6; v=$(cat "$src/VERSION"); printf %s "$v" > "$out/app-1.0-py3-none-any.whl"\n'
+    )
+    uv.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{uv.parent}:/usr/bin:/bin")
+    return calls
+
+
+def test_the_wheel_is_built_once_per_source_content_and_never_shared_across_sources(tmp_path, monkeypatch):
+    calls = fake_uv(tmp_path, monkeypatch)
+    sources = {}
+    for name, content in (("good", "good"), ("broken", "broken")):
+        src = tmp_path / name
+        (src / "__pycache__").mkdir(parents=True)
+        (src / "pyproject.toml").write_text("[project]\n")
+        (src / "VERSION").write_text(content)
+        sources[name] = src
+    out = tmp_path / "cache/dist/1.0"
+    first = ba.build_app_wheel(sources["good"], out)
+    (sources["good"] / "__pycache__/x.pyc").write_text("ignored")
+    again = ba.build_app_wheel(sources["good"], out)
+    other = ba.build_app_wheel(sources["broken"], out)  # same version, other source
+    assert first == again
+    assert calls.read_text().count("build") == 2
+    assert first.read_text() == "good"
+    assert other.read_text() == "broken"
+    assert first != other
+    (sources["good"] / "VERSION").write_text("changed")
+    assert ba.build_app_wheel(sources["good"], out).read_text() == "changed"

@@ -136,9 +136,33 @@ def wheel_metadata(wheel: Path) -> tuple[str, str]:
     return normalize(fields["Name"]), fields["Version"]
 
 
+# Never part of what a wheel is built from.
+SKIP_DIRS = {".git", ".hg", ".venv", "venv", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache", ".tox"}
+
+
+def source_digest(source: Path) -> str:
+    """Digest of every file under the app source that a build could read."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info"))
+        for name in sorted(files):
+            path = Path(root, name)
+            if path.is_file() and not name.endswith((".pyc", ".pyo")):
+                digest.update(f"{path.relative_to(source).as_posix()}\0{sha256_file(path)}\0".encode())
+    return digest.hexdigest()
+
+
 def build_app_wheel(source: Path, out: Path) -> Path:
+    """Build the app's wheel, or find the one built before from the same source."""
     if not (source / "pyproject.toml").is_file():
         raise BadInput(f"app source {source} has no pyproject.toml")
+    # Kept by the digest of the source: a repeat deploy of unchanged source
+    # reuses its wheel (no build; the same bytes, so the same release id, even
+    # if the build backend moved on), and other source never shares its path.
+    home = out / f"source-{source_digest(source)[:16]}"
+    built_before = sorted(home.glob("*.whl")) if home.is_dir() else []
+    if len(built_before) == 1:
+        return built_before[0]
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "315532800")}
@@ -150,9 +174,11 @@ def build_app_wheel(source: Path, out: Path) -> Path:
         )
         [built] = Path(tmp).glob("*.whl")
         out.mkdir(parents=True, exist_ok=True)
-        target = out / built.name
-        shutil.move(built, target)
-    return target
+        staged = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+        shutil.move(built, staged / built.name)
+        shutil.rmtree(home, ignore_errors=True)
+        staged.rename(home)  # the wheel appears whole or not at all
+    return home / built.name
 
 
 def git_sha(source: Path | None) -> str:
