@@ -39,7 +39,7 @@ check-locks: venv ## Fail when a lockfile is stale against its input
 readmes: venv ## Regenerate each role's README.md from its meta/argument_specs.yml
 	python tools/argument_specs.py readme roles
 
-lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock checks
+lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock checks, ansible-test sanity
 	yamllint --strict .
 	ansible-lint --profile production
 	ruff check .
@@ -47,8 +47,9 @@ lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock
 	python tools/argument_specs.py check roles
 	python tools/argument_specs.py readme --check roles
 	tools/locks.sh check
+	tools/sanity.sh
 
-unit: venv ## Unit tests: the tooling, and the reference app as an installed wheel
+unit: venv ## Unit tests: the modules and plugins, the tooling, and the reference app as an installed wheel
 	uv pip install --quiet --no-deps --reinstall-package demo-app --python $(VENV)/bin/python ./app
 	pytest -q tests/unit app/tests
 

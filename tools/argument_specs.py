@@ -35,6 +35,7 @@ def role_spec(role: Path) -> tuple[dict, dict]:
 
 def check_role(role: Path) -> list[str]:
     name = role.name
+    prefix = name
     problems = []
     if not (role / "meta" / "argument_specs.yml").exists():
         return [f"{name}: meta/argument_specs.yml is missing"]
@@ -47,8 +48,8 @@ def check_role(role: Path) -> list[str]:
     for key, opt in sorted(options.items()):
         opt = opt or {}
         where = f"{name}: option `{key}`"
-        if not key.startswith(f"{name}_"):
-            problems.append(f"{where} does not start with `{name}_`")
+        if not key.startswith(f"{prefix}_"):
+            problems.append(f"{where} does not start with `{prefix}_`")
         if "type" not in opt:
             problems.append(f"{where} has no type")
         if not opt.get("description"):
@@ -110,7 +111,7 @@ def render_readme(role: Path) -> str:
 
 
 def roles_in(roles_dir: Path) -> list[Path]:
-    return sorted(p for p in roles_dir.iterdir() if (p / "tasks").is_dir()) if roles_dir.is_dir() else []
+    return sorted(p for p in roles_dir.iterdir() if (p / "meta").is_dir()) if roles_dir.is_dir() else []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,8 @@ def test_the_rollout_stops_naming_host_version_check_and_journal(bad_deploy):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "deploy of 3.0.0-" in output
-    assert "failed on bad-web1 at next instance readiness" in output
+    assert "failed on bad-web1 at gate next: demo-next.service failed" in output
+    assert "The host is back on 1.0.0-" in output
     assert "3.0.0 cannot reach its database" in output  # from the journal tail
 
 

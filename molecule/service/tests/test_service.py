@@ -16,6 +16,16 @@ def show(host, unit, *props):
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def settings(app):
+    """The settings set the app runs with (the digest its last handover recorded)."""
+    return lambda host: "/etc/asgi-deploy/{}/settings/{}".format(
+        app, host.file(f"/srv/{app}/deployed-settings.sha256").content_string.strip()
+    )
+
+
+DEMO_SETTINGS, OTHER_SETTINGS = settings("demo"), settings("other")
+
+
 def listeners(host, pattern):
     """Lines of `ss` for listening sockets whose local address matches pattern."""
     return [line for line in host.run("ss -Hltnpx").stdout.splitlines() if re.search(pattern, line)]
@@ -51,13 +61,14 @@ def test_gunicorn_serves_systemds_socket_and_binds_nothing_itself(host):
     assert '"systemd",pid=1' in probe
     assert any("/run/demo/gunicorn.ctl" in line for line in unix)
     assert show(host, "demo.socket", "ReusePort")["ReusePort"] == "no"
-    assert "reuse_port = False" in host.file("/etc/asgi-deploy/demo/gunicorn.conf.py").content_string
+    assert "reuse_port = False" in host.file(f"{DEMO_SETTINGS(host)}/gunicorn.conf.py").content_string
 
 
 def test_gunicorn_refuses_to_run_without_the_systemd_socket(host):
     cmd = host.run(
         "cd /srv/demo/current && timeout 30 runuser -u demo -- /srv/demo/current/venv/bin/gunicorn "
-        "--config /etc/asgi-deploy/demo/gunicorn.conf.py demo_app.main:app"
+        "--config %s/gunicorn.conf.py demo_app.main:app",
+        DEMO_SETTINGS(host),
     )
     assert cmd.rc not in (0, 124)
     assert "no socket from systemd" in cmd.stderr
@@ -181,7 +192,7 @@ def test_two_apps_on_one_host_both_serve(host):
     assert sock.is_socket
     assert sock.mode == 0o660
     assert sock.group == "other"
-    assert 'worker_class = "asgi"' in host.file("/etc/asgi-deploy/other/gunicorn.conf.py").content_string
+    assert 'worker_class = "asgi"' in host.file(f"{OTHER_SETTINGS(host)}/gunicorn.conf.py").content_string
 
 
 def test_units_pass_systemd_analyze_verify(host):
@@ -201,8 +212,8 @@ def test_a_secret_from_the_environment_file_reaches_the_app_and_nothing_else(hos
     secret = "molecule-secret-7d1f"  # noqa: S105 (the test value from converge.yml)
     unit = host.file("/etc/systemd/system/demo.service").content_string
     assert secret not in unit
-    assert "EnvironmentFile=/etc/asgi-deploy/demo/secrets.env" in unit
-    stored = host.file("/etc/asgi-deploy/demo/secrets.env")
+    assert f"EnvironmentFile={DEMO_SETTINGS(host)}/secrets.env" in unit
+    stored = host.file(f"{DEMO_SETTINGS(host)}/secrets.env")
     assert (stored.user, stored.group, stored.mode) == ("root", "root", 0o600)
     assert secret not in host.run("ps -eo args").stdout
     assert environ_of(host, DEMO)["API_TOKEN"] == secret
@@ -214,9 +225,9 @@ def test_a_secret_as_a_credential_stays_out_of_the_unit_and_the_environment(host
     # the wiring; delivery itself is systemd's and works on real hosts.
     secret = "molecule-secret-other-3c9a"  # noqa: S105 (the test value from converge.yml)
     unit = host.file("/etc/systemd/system/other.service").content_string
-    assert "LoadCredential=db_password:/etc/asgi-deploy/other/credentials/db_password" in unit
+    assert f"LoadCredential=db_password:{OTHER_SETTINGS(host)}/credentials/db_password" in unit
     assert secret not in unit
-    stored = host.file("/etc/asgi-deploy/other/credentials/db_password")
+    stored = host.file(f"{OTHER_SETTINGS(host)}/credentials/db_password")
     assert (stored.user, stored.mode, stored.content_string) == ("root", 0o600, secret)
     assert secret not in host.run("ps -eo args").stdout
     assert secret not in "\n".join(environ_of(host, "other.service").values())

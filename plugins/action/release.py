@@ -1,0 +1,76 @@
+# Copyright: asgi.deploy maintainers
+# MIT License (see LICENSE)
+"""Action for asgi.deploy.release: the controller half of a host's build.
+
+Builds (or finds, by content) the offline wheelhouse for the host's Python and
+platform on the controller, ships it and the app wheel only when the host lacks
+them, then runs the module, all in one task.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadInput, wheelhouse
+
+# Controller-side arguments, not passed to the module.
+ACTION_ARGS = ("artifacts", "host_state", "supported_pythons")
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = dict(self._task.args)
+        artifacts = args.pop("artifacts", None)
+        state = args.pop("host_state", None) or {}
+        supported = [str(v) for v in args.pop("supported_pythons", None) or []]
+        if not isinstance(artifacts, dict) or "release" not in artifacts:
+            raise AnsibleActionFail("release: artifacts (what the plan step identified) is required")
+        release = artifacts["release"]
+        module_args = {
+            "release_id": release["release_id"],
+            "manifest": release,
+            "requirements": artifacts["requirements"],
+            "uv_version": artifacts.get("uv_version", ""),
+            **args,
+        }
+        kept = {r.get("id") for r in state.get("kept", [])}
+        transfers = {}
+        if release["release_id"] not in kept:
+            if not args.get("index_url"):
+                target = state.get("python") or {}
+                if not target:
+                    raise AnsibleActionFail("release: the host's Python is unknown (read the host state first)")
+                if supported and target.get("python") not in supported:
+                    raise AnsibleActionFail(
+                        "release: the host runs Python {} (glibc {}); supported: {} (release_supported_pythons)".format(
+                            target.get("full"), target.get("glibc"), ", ".join(supported)
+                        )
+                    )
+                try:
+                    house = wheelhouse(artifacts, {k: target[k] for k in ("python", "machine", "glibc")})
+                except BadInput as problem:
+                    raise AnsibleActionFail(f"release: {problem}") from None
+                module_args["wheelhouse_key"] = house["key"]
+                if house["key"] not in state.get("wheelhouses", []):
+                    transfers["wheelhouse_tarball"] = house["tarball"]
+            transfers["app_wheel"] = artifacts["app_wheel"]["path"]
+        if transfers and not self._task.check_mode:
+            tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
+            remote = []
+            for key, local in transfers.items():
+                path = self._connection._shell.join_path(tmpdir, os.path.basename(local))
+                self._transfer_file(local, path)
+                module_args[key] = path
+                remote.append(path)
+            self._fixup_perms2([tmpdir, *remote])
+        result.update(self._execute_module("asgi.deploy.release", module_args=module_args, task_vars=task_vars))
+        if transfers:
+            result["shipped"] = sorted(transfers)
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result

@@ -1,0 +1,46 @@
+# Copyright: asgi.deploy maintainers
+# MIT License (see LICENSE)
+"""Filters that turn service options into files of a settings set."""
+
+from __future__ import annotations
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Inside double quotes systemd's environment file parser takes these after a backslash as themselves,
+# and everything else (newlines, non-ASCII) as it is: any value survives byte for byte.
+NEEDS_ESCAPE = ("\\", '"', "`", "$")
+
+
+def systemd_quote(value):
+    text = str(value)
+    for char in NEEDS_ESCAPE:
+        text = text.replace(char, "\\" + char)
+    return f'"{text}"'
+
+
+def systemd_environment_file(variables):
+    """``NAME="value"`` lines in systemd's own quoting (EnvironmentFile=)."""
+    lines = []
+    for name, value in sorted(dict(variables).items()):
+        if not ENV_NAME.match(str(name)):
+            raise AnsibleFilterError(f"{name!r} is not a valid environment variable name")
+        lines.append(f"{name}={systemd_quote(value)}\n")
+    return "".join(lines)
+
+
+def secret_files(secrets, via="credentials"):
+    """The settings-set files that carry ``secrets``: one credential file each, or one environment file."""
+    secrets = dict(secrets or {})
+    if not secrets:
+        return {}
+    if via == "environment_file":
+        return {"secrets.env": {"content": systemd_environment_file(secrets), "secret": True}}
+    return {f"credentials/{name}": {"content": str(value), "secret": True} for name, value in secrets.items()}
+
+
+class FilterModule:
+    def filters(self):
+        return {"systemd_environment_file": systemd_environment_file, "secret_files": secret_files}

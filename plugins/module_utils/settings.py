@@ -1,0 +1,154 @@
+# Copyright: asgi.deploy maintainers
+# MIT License (see LICENSE)
+"""Settings sets: everything an instance is started with besides its release, immutable, by digest.
+
+``/etc/asgi-deploy/<app>/settings/<digest>/`` holds ``gunicorn.conf.py``, the
+environment file, secrets and the unit files (``units/``) that reference them.
+A set is written into a staging directory, validated, and renamed into place:
+it is there whole or not at all. Main and next each run the set their unit
+names, so a new set can be tried on next while main keeps its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text, remove_tree
+
+DIGEST = re.compile(r"^[0-9a-f]{16,64}$")
+# systemd-analyze verify checks that ExecStart exists; the release provides it, and may not be built yet.
+NOT_YET_THERE = re.compile(
+    r"Command .* is not executable|Failed to create .* Invalid argument$|Unit .*\.service not found"
+)
+
+
+class SettingsInvalid(Exception):
+    pass
+
+
+def check_files(files):
+    for name, spec in files.items():
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts or not all(parts):
+            raise SettingsInvalid(f"bad file name in the settings set: {name!r}")
+        if not isinstance(spec.get("content"), str):
+            raise SettingsInvalid(f"file {name} of the settings set has no content")
+
+
+def same_set(directory, files):
+    """True when ``directory`` holds exactly ``files`` with the same contents."""
+    present = set()
+    for root, _, names in os.walk(directory):
+        for name in names:
+            present.add(os.path.relpath(os.path.join(root, name), directory))
+    if present != set(files):
+        return False
+    return all(
+        read_text(os.path.join(directory, name), default=None) == spec["content"] for name, spec in files.items()
+    )
+
+
+def validate(directory, files, verify=True):
+    problems = []
+    for name, spec in files.items():
+        if name.endswith(".py"):
+            try:
+                compile(spec["content"], name, "exec")  # syntax only: nothing is executed
+            except SyntaxError as exc:
+                problems.append(f"{name}: {exc}")
+    units = sorted(os.path.join(directory, n) for n in files if n.startswith("units/"))
+    if verify and units and shutil.which("systemd-analyze"):
+        result = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True, check=False
+        )
+        lines = [
+            line
+            for line in (result.stderr + result.stdout).splitlines()
+            if line.strip() and not NOT_YET_THERE.search(line)
+        ]
+        if result.returncode != 0 and lines:
+            problems += lines
+    if problems:
+        raise SettingsInvalid("the settings set is not valid:\n" + "\n".join(problems))
+
+
+def stage(app, digest, files, gid=0, verify=True, check_mode=False):
+    """Write the settings set ``digest``. Returns True when it had to be written."""
+    if not DIGEST.match(digest):
+        raise SettingsInvalid(f"settings digest {digest!r} is not a hex digest")
+    check_files(files)
+    target = app.settings_dir(digest)
+    if os.path.isdir(target) and same_set(target, files):
+        return False
+    if check_mode:
+        return True
+    os.makedirs(app.settings_root, mode=0o755, exist_ok=True)
+    os.chmod(app.config, 0o755)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=app.settings_root)
+    try:
+        os.chmod(staging, 0o750)
+        os.chown(staging, 0, gid)
+        for name, spec in sorted(files.items()):
+            path = os.path.join(staging, name)
+            parent = os.path.dirname(path)
+            if not os.path.isdir(parent):
+                os.makedirs(parent)
+                # Secrets are for systemd (root) alone; the rest the service group may read.
+                os.chmod(parent, 0o700 if spec.get("secret") else 0o750)
+                os.chown(parent, 0, 0 if spec.get("secret") else gid)
+            mode = 0o600 if spec.get("secret") else int(spec.get("mode", "0640"), 8)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            try:
+                os.write(fd, spec["content"].encode("utf-8"))
+                os.fchmod(fd, mode)
+                os.fchown(fd, 0, 0 if spec.get("secret") else gid)
+            finally:
+                os.close(fd)
+        validate(staging, files, verify)
+        if os.path.isdir(target):
+            # Same digest, other content (edited by hand): replace it whole.
+            aside = tempfile.mkdtemp(prefix=".replaced-", dir=app.settings_root)
+            os.rename(target, os.path.join(aside, "old"))
+            os.rename(staging, target)
+            remove_tree(aside)
+        else:
+            os.rename(staging, target)
+    finally:
+        remove_tree(staging)
+    return True
+
+
+def in_use(app):
+    """Digests referenced by the installed units or recorded as applied."""
+    used = {read_text(app.applied).strip()}
+    pattern = re.compile(re.escape(app.settings_root) + r"/([0-9a-f]+)/")
+    for unit in app.units.values():
+        used.update(pattern.findall(read_text(app.unit_path(unit))))
+    return used - {""}
+
+
+def prune(app, keep, also_keep=(), check_mode=False):
+    """Remove settings sets nothing uses, beyond the ``keep`` newest; staging leftovers always."""
+    try:
+        entries = os.listdir(app.settings_root)
+    except FileNotFoundError:
+        return []
+    protected = in_use(app) | set(also_keep)
+    sets = []
+    removed = []
+    for name in entries:
+        path = os.path.join(app.settings_root, name)
+        if name.startswith("."):
+            removed.append(name)
+        elif os.path.isdir(path):
+            sets.append((os.stat(path).st_mtime, name))
+    sets.sort(reverse=True)
+    removed += [name for _, name in sets[keep:] if name not in protected]
+    if not check_mode:
+        for name in removed:
+            remove_tree(os.path.join(app.settings_root, name))
+    return sorted(removed)

@@ -1,0 +1,97 @@
+# Copyright: asgi.deploy maintainers
+# MIT License (see LICENSE)
+"""The few systemd operations a deploy needs, through systemctl and journalctl.
+
+Unit tests replace this class with a fake that models unit states; everything
+that decides *what* to do lives elsewhere and only calls these verbs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+UNIT_PROPERTIES = (
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "MainPID",
+    "NRestarts",
+    "InvocationID",
+    "UnitFileState",
+)
+
+
+class SystemdError(Exception):
+    pass
+
+
+class Systemd:
+    def __init__(self, proc="/proc"):
+        self.proc = proc
+
+    def _run(self, *argv, check=True):
+        result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+        if check and result.returncode != 0:
+            raise SystemdError("{} failed: {}".format(" ".join(argv), (result.stderr or result.stdout).strip()))
+        return result
+
+    def show(self, unit):
+        out = self._run("systemctl", "show", unit, "-p", ",".join(UNIT_PROPERTIES), check=False).stdout
+        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        props["MainPID"] = int(props.get("MainPID") or 0)
+        props["NRestarts"] = int(props.get("NRestarts") or 0)
+        return props
+
+    def daemon_reload(self):
+        self._run("systemctl", "daemon-reload")
+
+    def reset_failed(self, *units):
+        # Refused for units that are not loaded or not failed: nothing to reset then.
+        self._run("systemctl", "reset-failed", *units, check=False)
+
+    def start(self, *units):
+        self._run("systemctl", "start", *units)
+
+    def stop(self, *units):
+        self._run("systemctl", "stop", *units)
+
+    def restart(self, *units):
+        self._run("systemctl", "restart", *units)
+
+    def enable(self, *units):
+        self._run("systemctl", "enable", "--quiet", *units)
+
+    def disable(self, *units):
+        self._run("systemctl", "disable", "--quiet", *units, check=False)
+
+    def set_cpu_weight(self, unit, weight):
+        # --runtime: gone at the next boot, like the start it tunes.
+        self._run("systemctl", "set-property", "--runtime", unit, f"CPUWeight={weight}", check=False)
+
+    def journal(self, unit, lines=40):
+        out = self._run("journalctl", "--no-pager", "-o", "short-iso", "-n", str(lines), "-u", unit, check=False)
+        return out.stdout.strip()
+
+    def release_of(self, pid):
+        """The release a process runs: its working directory, resolved (set by the unit, never by the app)."""
+        if not pid:
+            return ""
+        try:
+            cwd = os.readlink(os.path.join(self.proc, str(pid), "cwd"))
+        except OSError:
+            return ""
+        parent, name = os.path.split(cwd.rstrip("/"))
+        return name if os.path.basename(parent) == "releases" else ""
+
+    def environ_of(self, pid):
+        if not pid:
+            return {}
+        try:
+            with open(os.path.join(self.proc, str(pid), "environ"), "rb") as stream:
+                raw = stream.read()
+        except OSError:
+            return {}
+        pairs = (item.decode("utf-8", "replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+        return dict(pairs)

@@ -1,0 +1,118 @@
+# Copyright: asgi.deploy maintainers
+# MIT License (see LICENSE)
+"""The collection's options as its roles declare them, checked on the controller before any host changes.
+
+Each role's ``meta/argument_specs.yml`` (entry point ``main``) is the contract:
+types, choices and defaults. ``check`` adds what a spec cannot say (formats,
+relations between options), so that a run stops with every problem named
+before it touches a host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+
+import yaml
+
+COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROLES = os.path.join(COLLECTION_ROOT, "roles")
+
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(\))?$")
+LISTEN_TCP = re.compile(r"^(\[[0-9a-fA-F:]+\]|[0-9.]+):[0-9]{1,5}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Options of the asgi role that say what to build, not how it runs: not part of the settings.
+BUILD_INPUTS = ("asgi_lockfile", "asgi_app_source", "asgi_app_wheel")
+
+
+def role_spec(role):
+    """Options of ``role``'s ``main`` entry point."""
+    with open(os.path.join(ROLES, role, "meta", "argument_specs.yml"), encoding="utf-8") as stream:
+        specs = yaml.safe_load(stream)["argument_specs"]
+    return specs["main"].get("options") or {}
+
+
+def values(spec, lookup):
+    """The options of ``spec`` as ``lookup(name)`` gives them, with the spec's defaults for the rest."""
+    found = {}
+    for name, option in spec.items():
+        value = lookup(name)
+        if value is None and "default" in option:
+            value = option["default"]
+        found[name] = value
+    return found
+
+
+def check(options, operation="deploy"):
+    """Problems a type check cannot see, as sentences (empty when there are none)."""
+    o = options.get
+    problems = []
+    if operation == "deploy":
+        missing = [name for name in ("asgi_entrypoint", "asgi_lockfile") if not o(name)]
+        if missing:
+            problems.append("set {} in the inventory to deploy".format(" and ".join(missing)))
+    if o("asgi_app") is not None and not NAME.match(str(o("asgi_app"))):
+        problems.append("asgi_app {!r} must match {}".format(o("asgi_app"), NAME.pattern))
+    if o("asgi_entrypoint") and not ENTRYPOINT.match(str(o("asgi_entrypoint"))):
+        problems.append(
+            "asgi_entrypoint {!r} must look like pkg.module:app or pkg.module:create_app()".format(o("asgi_entrypoint"))
+        )
+    tcp, unix = o("asgi_listen_tcp") or [], o("asgi_listen_unix") or ""
+    if not tcp and not unix:
+        problems.append("listen on something: asgi_listen_tcp (ADDRESS:PORT) or asgi_listen_unix (/run/...)")
+    bad = [a for a in tcp if not LISTEN_TCP.match(str(a))]
+    if bad:
+        problems.append("asgi_listen_tcp entries must be ADDRESS:PORT: {}".format(", ".join(map(str, bad))))
+    if unix and not str(unix).startswith("/run/"):
+        problems.append("asgi_listen_unix must be a path under /run/")
+    if o("asgi_readiness_path") is not None and not str(o("asgi_readiness_path")).startswith("/"):
+        problems.append("asgi_readiness_path must start with /")
+    graceful, timeout = o("service_graceful_timeout"), o("service_timeout")
+    if graceful is not None and timeout is not None and not 1 <= int(graceful) <= int(timeout):
+        problems.append("need 1 <= service_graceful_timeout <= service_timeout")
+    if o("service_workers") is not None and int(o("service_workers")) < 0:
+        problems.append("service_workers must be 0 (from the CPUs) or more")
+    secrets = o("service_secrets") or {}
+    pattern = ENV_NAME if o("service_secrets_via") == "environment_file" else CREDENTIAL_NAME
+    bad = [n for n in secrets if not pattern.match(str(n))]
+    if bad:
+        problems.append("secret names must match {}: {}".format(pattern.pattern, ", ".join(bad)))
+    if o("release_keep") is not None and int(o("release_keep")) < 2:
+        problems.append("release_keep must be at least 2 (the live and the previous release)")
+    if o("release_build_niceness") is not None and not 0 <= int(o("release_build_niceness")) <= 19:
+        problems.append("release_build_niceness must be 0..19")
+    if o("release_package_source") == "index" and not o("release_index_url"):
+        problems.append("release_package_source=index needs release_index_url")
+    return problems
+
+
+def templates_digest():
+    """Digest of everything that renders a settings set: the service role's templates, files and vars."""
+    digest = hashlib.sha256()
+    base = os.path.join(ROLES, "service")
+    for sub in ("templates", "files", "vars"):
+        for root, dirs, files in os.walk(os.path.join(base, sub)):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                with open(path, "rb") as stream:
+                    digest.update(os.path.relpath(path, base).encode() + b"\0" + hashlib.sha256(stream.read()).digest())
+    return digest.hexdigest()
+
+
+def settings_digest(options, templates):
+    """The digest naming a host's settings set: the options that shape it, and the templates."""
+    shaped = {
+        k: v
+        for k, v in options.items()
+        if (k.startswith("service_") or k.startswith("asgi_")) and k not in BUILD_INPUTS
+    }
+    secrets = shaped.pop("service_secrets", None) or {}
+    # Secrets count by their digest only: the settings digest is written to the audit log.
+    shaped["service_secrets"] = {k: hashlib.sha256(str(v).encode()).hexdigest() for k, v in sorted(secrets.items())}
+    text = json.dumps({"options": shaped, "templates": templates}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -1,0 +1,205 @@
+"""A model of the systemd units of one app, for the host-side state machines.
+
+It reads the unit files the code under test installs (WorkingDirectory and
+ASGI_SETTINGS_DIGEST), resolves the release a start would run from the links
+on disk, and lets a test mark releases as broken: a temporary instance of a
+broken release exits at start; main crash-loops (systemd restarts it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+
+from ansible_collections.asgi.deploy.plugins.module_utils.host import App
+from ansible_collections.asgi.deploy.plugins.module_utils.systemd import SystemdError
+
+PIDS = itertools.count(1000)
+
+
+def make_app(tmp_path, name="demo"):
+    return App(
+        name,
+        str(tmp_path / "srv"),
+        config_dir=str(tmp_path / "etc"),
+        unit_dir=str(tmp_path / "units"),
+        run_dir=str(tmp_path / "run"),
+    )
+
+
+class FakeSystemd:
+    def __init__(self, app, broken=(), unready=()):
+        self.app = app
+        self.broken, self.unready = set(broken), set(unready)
+        self.units = {}
+        self.enabled = set()
+        self.calls = []
+        self.reloads = 0
+        self.fail_on = {}  # verb -> unit that makes it raise
+
+    def unit(self, name):
+        return self.units.setdefault(
+            name,
+            {
+                "ActiveState": "inactive",
+                "SubState": "dead",
+                "Result": "success",
+                "MainPID": 0,
+                "NRestarts": 0,
+                "InvocationID": "",
+                "release": "",
+                "settings": "",
+            },
+        )
+
+    def _check(self, verb, units):
+        self.calls.append((verb, *units))
+        if self.fail_on.get(verb) in units:
+            raise SystemdError("systemctl {} {} failed".format(verb, " ".join(units)))
+
+    def show(self, name):
+        u = dict(self.unit(name))
+        u["LoadState"] = "loaded" if os.path.exists(self.app.unit_path(name)) else "not-found"
+        u["UnitFileState"] = "enabled" if name in self.enabled else "disabled"
+        return u
+
+    def _launch(self, name):
+        u = self.unit(name)
+        if not name.endswith(".service"):
+            u.update(ActiveState="active", SubState="listening")
+            return
+        with open(self.app.unit_path(name)) as stream:
+            text = stream.read()
+        workdir = re.search(r"^WorkingDirectory=(\S+)", text, re.M).group(1)
+        settings = re.search(r"ASGI_SETTINGS_DIGEST=(\S+)", text).group(1)
+        release = os.path.basename(os.path.realpath(workdir))
+        u.update(release=release, settings=settings, InvocationID=f"inv-{next(PIDS)}")
+        if release in self.broken:
+            if name == self.app.units["next"]:
+                u.update(ActiveState="failed", SubState="failed", Result="exit-code", MainPID=0)
+            else:
+                u.update(
+                    ActiveState="activating",
+                    SubState="auto-restart",
+                    Result="exit-code",
+                    MainPID=0,
+                    NRestarts=u["NRestarts"] + 1,
+                )
+            return
+        u.update(ActiveState="active", SubState="running", Result="success", MainPID=next(PIDS))
+
+    def daemon_reload(self):
+        self._check("daemon-reload", ())
+        self.reloads += 1
+
+    def reset_failed(self, *units):
+        self.calls.append(("reset-failed", *units))
+        for name in units:
+            u = self.unit(name)
+            if u["ActiveState"] == "failed" or u["SubState"] == "auto-restart":
+                u.update(ActiveState="inactive", SubState="dead", Result="success", MainPID=0, NRestarts=0)
+
+    def start(self, *units):
+        self._check("start", units)
+        for name in units:
+            u = self.unit(name)
+            if u["SubState"] == "auto-restart":
+                raise SystemdError(f"start {name}: unit is in start limit")
+            if u["ActiveState"] != "active":
+                self._launch(name)
+
+    def restart(self, *units):
+        self._check("restart", units)
+        for name in units:
+            if self.unit(name)["SubState"] == "auto-restart":
+                raise SystemdError(f"restart {name} refused: start request repeated too quickly")
+            self._launch(name)
+
+    def stop(self, *units):
+        self._check("stop", units)
+        for name in units:
+            self.unit(name).update(ActiveState="inactive", SubState="dead", MainPID=0)
+
+    def enable(self, *units):
+        self._check("enable", units)
+        self.enabled.update(units)
+
+    def disable(self, *units):
+        self.calls.append(("disable", *units))
+        self.enabled.difference_update(units)
+
+    def set_cpu_weight(self, unit, weight):
+        self.calls.append(("cpu-weight", unit, weight))
+
+    def journal(self, unit, lines=40):
+        return f"journal of {unit}"
+
+    def _by_pid(self, pid):
+        return next((u for u in self.units.values() if pid and u["MainPID"] == pid), None)
+
+    def release_of(self, pid):
+        u = self._by_pid(pid)
+        return u["release"] if u else ""
+
+    def environ_of(self, pid):
+        u = self._by_pid(pid)
+        return {"ASGI_SETTINGS_DIGEST": u["settings"]} if u else {}
+
+    def get(self, probe, path):
+        """The gate's HTTP GET: the instance behind ``probe`` answers when it runs a ready release."""
+        which = "main" if probe == self.app.probes["main"] else "next"
+        u = self.unit(self.app.units[which])
+        if u["ActiveState"] != "active":
+            raise ConnectionRefusedError("connection refused")
+        if u["release"] in self.unready:
+            return 503, b'{"status": "starting"}'
+        return 200, ('{{"release_id": "{}"}}'.format(u["release"])).encode()
+
+
+class Clock:
+    """Monotonic time that moves only when the code sleeps."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def make_release(app, release_id, version=None, built_at="2026-11-01T00:00:00Z", finished=True, key="k1"):
+    path = os.path.join(app.releases, release_id)
+    os.makedirs(os.path.join(path, "venv", "bin"), exist_ok=True)
+    if finished:
+        with open(os.path.join(path, "release.json"), "w") as stream:
+            stream.write(
+                '{{"release_id": "{}", "version": "{}", "built_at": "{}", "wheelhouse_key": "{}"}}'.format(
+                    release_id, version or release_id.split("-")[0], built_at, key
+                )
+            )
+    return path
+
+
+def unit_text(app, which, digest, extra=""):
+    root = os.path.join(app.root, "current" if which == "main" else "next")
+    return f"[Service]\nWorkingDirectory={root}\nEnvironment=ASGI_SETTINGS_DIGEST={digest}\n{extra}"
+
+
+def stage_settings(app, digest, socket="ListenStream=0.0.0.0:8000\n"):
+    """A settings set as asgi.deploy.settings leaves it (units only: what the handover reads)."""
+    units = os.path.join(app.settings_dir(digest), "units")
+    os.makedirs(units, exist_ok=True)
+    files = {
+        app.units["main"]: unit_text(app, "main", digest),
+        app.units["next"]: unit_text(app, "next", digest),
+        app.units["socket"]: "[Socket]\n" + socket,
+        app.units["main_probe"]: "[Socket]\nListenStream={}\n".format(app.probes["main"]),
+        app.units["next_probe"]: "[Socket]\nListenStream={}\n".format(app.probes["next"]),
+    }
+    for name, text in files.items():
+        with open(os.path.join(units, name), "w") as stream:
+            stream.write(text)
+    return digest

@@ -1,0 +1,148 @@
+"""Controller side of a release: the lock, the wheelhouse, the app wheel, the release identity."""
+
+import hashlib
+import zipfile
+
+import pytest
+from ansible_collections.asgi.deploy.plugins.plugin_utils import artifacts as ba
+
+HASH_A = "a" * 64
+LOCK = f"""# header
+fastapi==0.165.0 \\
+    --hash=sha256:{HASH_A}
+    # via -r requirements.in
+uvloop==0.23.0 ; sys_platform != 'win32' \\
+    --hash=sha256:{"b" * 64} \\
+    --hash=sha256:{"c" * 64}
+"""
+
+
+def write(tmp_path, text, name="requirements.lock"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_lock_entries_are_parsed_with_markers_and_every_hash(tmp_path):
+    fastapi, uvloop = ba.parse_lock(write(tmp_path, LOCK))
+    assert fastapi == {"name": "fastapi", "version": "0.165.0", "marker": "", "hashes": [HASH_A]}
+    assert uvloop["marker"] == "sys_platform != 'win32'"
+    assert len(uvloop["hashes"]) == 2
+
+
+def test_lock_without_hashes_is_refused_naming_the_packages(tmp_path):
+    with pytest.raises(ba.BadInput, match="without hashes: fastapi, uvloop"):
+        ba.parse_lock(write(tmp_path, "fastapi==0.165.0\nuvloop==0.23.0\n"))
+
+
+def test_unpinned_requirement_is_refused(tmp_path):
+    with pytest.raises(ba.BadInput, match=r"not pinned with ==: fastapi>=0\.1"):
+        ba.parse_lock(write(tmp_path, f"fastapi>=0.1 --hash=sha256:{HASH_A}\n"))
+
+
+def test_markers_are_evaluated_for_the_target_python_not_the_controller():
+    assert ba.marker_applies("python_version < '3.12'", "3.11")
+    assert not ba.marker_applies("python_version < '3.12'", "3.13")
+    assert ba.marker_applies("sys_platform != 'win32'", "3.13")
+
+
+def test_platform_tags_cover_every_manylinux_up_to_the_host_glibc():
+    tags = ba.platform_tags("x86_64", "2.36")
+    assert tags[0] == "manylinux_2_36_x86_64"
+    assert "manylinux_2_17_x86_64" in tags
+    assert "manylinux2014_x86_64" in tags
+    assert "manylinux_2_37_x86_64" not in tags
+
+
+def test_wheelhouse_with_a_wheel_the_lock_does_not_allow_is_refused(tmp_path):
+    wheel = tmp_path / "fastapi-0.165.0-py3-none-any.whl"
+    wheel.write_bytes(b"tampered")
+    digest = hashlib.sha256(b"tampered").hexdigest()
+    (tmp_path / "SHA256SUMS").write_text(f"{digest}  {wheel.name}\n")
+    reqs = [{"name": "fastapi", "version": "0.165.0", "marker": "", "hashes": [HASH_A]}]
+    with pytest.raises(ba.BadInput, match="does not match the hashes"):
+        ba.verify_wheelhouse(tmp_path, reqs)
+    reqs[0]["hashes"].append(digest)
+    ba.verify_wheelhouse(tmp_path, reqs)
+
+
+def fake_uv(tmp_path, monkeypatch):
+    """A `uv build` that writes a wheel named after the source's version file and counts its calls."""
+    calls = tmp_path / "calls"
+    uv = tmp_path / "bin/uv"
+    uv.parent.mkdir()
+    uv.write_text(
+        "#!/bin/sh\n"
+        f'echo build >> "{calls}"\n'
+        'out=$5; src=$6; v=$(cat "$src/VERSION"); printf %s "$v" > "$out/app-1.0-py3-none-any.whl"\n'
+    )
+    uv.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{uv.parent}:/usr/bin:/bin")
+    return calls
+
+
+def test_the_wheel_is_built_once_per_source_content_and_never_shared_across_sources(tmp_path, monkeypatch):
+    calls = fake_uv(tmp_path, monkeypatch)
+    sources = {}
+    for name, content in (("good", "good"), ("broken", "broken")):
+        src = tmp_path / name
+        (src / "__pycache__").mkdir(parents=True)
+        (src / "pyproject.toml").write_text("[project]\n")
+        (src / "VERSION").write_text(content)
+        sources[name] = src
+    out = tmp_path / "cache/dist/1.0"
+    first = ba.build_app_wheel(sources["good"], out)
+    (sources["good"] / "__pycache__/x.pyc").write_text("ignored")
+    again = ba.build_app_wheel(sources["good"], out)
+    other = ba.build_app_wheel(sources["broken"], out)  # same version, other source
+    assert first == again
+    assert calls.read_text().count("build") == 2
+    assert first.read_text() == "good"
+    assert other.read_text() == "broken"
+    assert first != other
+    (sources["good"] / "VERSION").write_text("changed")
+    assert ba.build_app_wheel(sources["good"], out).read_text() == "changed"
+
+
+def make_wheel(path, name="demo-app", version="1.4.0"):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(
+            f"{name.replace('-', '_')}-{version}.dist-info/METADATA", f"Name: {name}\nVersion: {version}\n\n"
+        )
+    return path
+
+
+def test_a_release_id_derives_from_the_wheel_and_the_lock_and_is_recorded_once(tmp_path):
+    lock = write(tmp_path, LOCK)
+    tools = write(tmp_path, f"uv==0.9.0 --hash=sha256:{HASH_A}\n", "tools.txt")
+    wheel = make_wheel(tmp_path / "demo_app-1.4.0-py3-none-any.whl")
+    first = ba.identify("demo", "1.4.0", lock, tools, tmp_path / "cache", wheel=wheel)
+    again = ba.identify("demo", "1.4.0", lock, tools, tmp_path / "cache", wheel=wheel)
+    release = first["release"]
+    assert release["release_id"].startswith("1.4.0-") and len(release["release_id"]) == len("1.4.0-") + 8
+    assert first["changed"] and not again["changed"]
+    assert again["release"] == release
+    assert first["uv_version"] == "0.9.0"
+    assert first["requirements"].endswith(f"demo-app==1.4.0 --hash=sha256:{first['app_wheel']['sha256']}\n")
+    write(tmp_path, LOCK + f"idna==3.20 --hash=sha256:{'d' * 64}\n")
+    assert (
+        ba.identify("demo", "1.4.0", lock, tools, tmp_path / "cache", wheel=wheel)["release"]["release_id"]
+        != release["release_id"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"version": "1.0/../x"}, "not a valid release version"),
+        ({"wheel": None}, "exactly one of"),
+        ({"wheel": "missing.whl"}, "does not exist"),
+    ],
+)
+def test_bad_release_input_is_refused_naming_it(tmp_path, kwargs, problem):
+    lock = write(tmp_path, LOCK)
+    args = {"version": "1.0.0", "wheel": tmp_path / "x.whl", **kwargs}
+    if args["wheel"] and str(args["wheel"]).endswith("missing.whl"):
+        args["wheel"] = tmp_path / "missing.whl"
+    with pytest.raises(ba.BadInput, match=problem):
+        ba.identify("demo", args["version"], lock, lock, tmp_path / "cache", wheel=args["wheel"])
