@@ -14,7 +14,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 # Scenarios `make test` runs first: the platform before anything built on it.
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
 
-.PHONY: help venv images lock check-locks readmes lint unit molecule bench bench-quick test scenario lab lab-down demo build clean
+.PHONY: help venv images lock check-locks readmes lint unit molecule bench bench-quick leftovers test scenario lab lab-down demo build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,7 +69,11 @@ bench: venv images ## Every benchmark (< 20 min): bench/results/latest.json, doc
 bench-quick: venv images ## CI: handover and restart on one host under load; fails on any failed request
 	python bench/run.py --quick
 
-test: lint unit molecule bench-quick ## Everything CI runs
+leftovers: ## Fail when a test left a process or container behind
+	tools/leftovers.sh
+
+test: lint unit molecule bench-quick ## Everything CI runs (and, last, no test left anything behind)
+	tools/leftovers.sh
 
 scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
 	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }

@@ -23,6 +23,7 @@ class Record:
     ms: float
     ok: bool
     error: str = ""
+    target: str = ""  # host:port the request went to
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Load:
             ok, error = reply.status == 200, "" if reply.status == 200 else f"HTTP {reply.status}"
         except OSError as exc:
             ok, error = False, type(exc).__name__
-        return Record(began - self.t0, (time.monotonic() - began) * 1000, ok, error)
+        return Record(began - self.t0, (time.monotonic() - began) * 1000, ok, error, f"{target.hostname}:{target.port}")
 
     def _user(self) -> None:
         interval = self.users / self.rate if self.rate else 0.0
@@ -89,8 +90,9 @@ class Load:
         """Load time of a wall-clock timestamp (hosts here share this machine's clock)."""
         return wall - self.wall0
 
-    def window(self, start: float, end: float) -> dict:
-        return summarize([r for r in self.records if start <= r.t < end])
+    def window(self, start: float, end: float, target: str = "") -> dict:
+        """Summary of the requests started in [start, end), to one ``host:port`` or to all."""
+        return summarize([r for r in self.records if start <= r.t < end and (not target or r.target == target)])
 
 
 def http_ok(url: str, timeout: float = 5.0) -> bool:

@@ -5,6 +5,7 @@ gets the journal tail of those units appended to its report, so a CI log
 shows why a service misbehaved without another run.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -84,6 +85,78 @@ def run_playbook(playbook, extra_vars=None, limit=None, args=()):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=600)
     result.stdout, result.stderr = ANSI.sub("", result.stdout), ANSI.sub("", result.stderr)
     return result
+
+
+def alive(pid):
+    """Running, not a zombie waiting for its (new) parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def descendants(pid):
+    """Every process below ``pid`` (Ansible's workers start sessions of their own: a process group misses them)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class Background:
+    """An ansible-playbook run the test can watch (its output goes to a file) and SIGKILL, with every process
+    it started, by PID."""
+
+    def __init__(self, playbook, extra_vars=None, workdir=None):
+        ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+        self.log = Path(workdir or ephemeral) / f"background-{time.monotonic_ns()}.log"
+        cmd = ["ansible-playbook", "-i", str(ephemeral / "inventory"), str(playbook)]
+        if extra_vars:
+            cmd += ["-e", json.dumps(extra_vars)]
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"}
+        env.pop("ANSIBLE_FORCE_COLOR", None)
+        self._out = self.log.open("w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self):
+        return ANSI.sub("", self.log.read_text())
+
+    def wait_for(self, text, timeout=300.0):
+        """Wait until the playbook printed ``text`` (a task name, say); fail if it ended first."""
+
+        def seen():
+            if text in self.output():
+                return True
+            assert self.proc.poll() is None, f"the playbook ended before {text!r}:\n{self.output()[-3000:]}"
+            return False
+
+        return _wait_for(seen, timeout=timeout, interval=0.05, what=f"{text!r} on the playbook's output")
+
+    def kill(self):
+        """SIGKILL the playbook and every process it started (never anything else)."""
+        victims = [self.proc.pid, *descendants(self.proc.pid)]
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._out.close()
+        return victims
+
+    def wait(self, timeout=600):
+        code = self.proc.wait(timeout=timeout)
+        self._out.close()
+        return code
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible_collections.asgi.deploy.plugins.plugin_utils import options as opts
 from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadInput, identify
+from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import controller_id
 
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 SERIAL = re.compile(r"^[1-9][0-9]*%?$")
@@ -57,6 +58,7 @@ class ActionModule(ActionBase):
             "operation": operation,
             "actor": "{}@{}".format(os.environ.get("USER") or getpass.getuser(), socket.gethostname()),
             "controller": socket.gethostname(),
+            "controller_id": controller_id(),
             # This runs in a worker forked by ansible-playbook: the parent is the run.
             "pid": os.getppid(),
             "started": round(time.time(), 3),

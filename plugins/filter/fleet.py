@@ -19,6 +19,10 @@ def status_table(states):
     return fleet.status_table(dict(states))
 
 
+def dead_run(holder):
+    return fleet.dead_run(dict(holder) if holder else None)
+
+
 class FilterModule:
     def filters(self):
-        return {"rollback_plan": rollback_plan, "status_table": status_table}
+        return {"rollback_plan": rollback_plan, "status_table": status_table, "dead_run": dead_run}

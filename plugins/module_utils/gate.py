@@ -16,6 +16,8 @@ import socket
 import time
 
 SETTINGS_ENV = "ASGI_SETTINGS_DIGEST"
+# How often a starting instance is asked again: each poll is one systemctl call and one connect.
+POLL_S = 0.05
 
 
 class GateFailed(Exception):
@@ -103,7 +105,7 @@ class Gate:
                 raise GateFailed(
                     "readiness", f"{unit} did not answer {self.path} with 200 within {self.timeout:.0f}s ({last})"
                 )
-            self.sleep(0.2)
+            self.sleep(POLL_S)
         props = self.systemd.show(unit)
         pid = props.get("MainPID", 0)
         running = self.systemd.release_of(pid)

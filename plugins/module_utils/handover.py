@@ -30,8 +30,10 @@ import time
 
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import GateFailed
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
+    Busy,
     audit,
     link_target,
+    operation_lock,
     read_manifest,
     read_text,
     swap_link,
@@ -63,6 +65,7 @@ class Handover:
         actor="",
         host="",
         start_cpu_weight=0,
+        start_nice=0,
         force=False,
         clock=time.monotonic,
     ):
@@ -71,7 +74,7 @@ class Handover:
         self.app, self.systemd, self.gate = app, systemd, gate
         self.release, self.settings, self.strategy = release, settings, strategy
         self.operation, self.run_id, self.actor, self.host = operation, run, actor, host
-        self.start_cpu_weight, self.force, self.clock = start_cpu_weight, force, clock
+        self.start_cpu_weight, self.start_nice, self.force, self.clock = start_cpu_weight, start_nice, force, clock
         # Ordered (name, seconds) pairs: the audit log keeps them in the order they ran.
         self.timings, self.step, self.done = [], "", []
         self.unit_backup = {}
@@ -136,7 +139,15 @@ class Handover:
 
     # -- the machine ------------------------------------------------------------------
 
-    def run(self):
+    def run(self, wait_s=300.0):
+        """The switch, under the host's operation lock (a handover a dead controller left running ends first)."""
+        try:
+            with operation_lock(self.app, wait_s):
+                return self._run()
+        except Busy as busy:
+            raise HandoverFailed(str(busy), "check", "busy") from None
+
+    def _run(self):
         began = self.clock()
         prior = self.snapshot()
         if read_manifest(self.app, self.release) is None:
@@ -225,7 +236,8 @@ class Handover:
         self.do("start next", self.start_weighted, units["next"])
         self.do("gate next", self.gate_weighted, units["next"], app.probes["next"])
         self.switch_and_restart_main(prior)
-        self.do("stop next", self.systemd.stop, units["next"])
+        # Main serves: next drains its last requests (within graceful_timeout) on its own.
+        self.do("stop next", self.systemd.stop_no_block, units["next"])
 
     def prepare_next(self):
         units = self.app.units
@@ -237,16 +249,21 @@ class Handover:
         self.systemd.reset_failed(units["next"], units["next_probe"])
 
     def start_weighted(self, unit):
-        # A starting instance imports the app on the cores that serve: give it less CPU than the one serving.
+        # A starting instance imports the app on the cores that serve: it gets less CPU than the one serving
+        # until it passed its gate (CPUWeight where the cpu controller is there, niceness everywhere).
         if self.start_cpu_weight:
             self.systemd.set_cpu_weight(unit, self.start_cpu_weight)
         self.systemd.reset_failed(unit)
         self.systemd.restart(unit)
+        if self.start_nice:
+            self.systemd.renice(unit, self.start_nice)
 
     def gate_weighted(self, unit, probe):
         result = self.gate.wait(unit, probe, self.release, self.settings)
         if self.start_cpu_weight:
             self.systemd.set_cpu_weight(unit, NORMAL_CPU_WEIGHT)
+        if self.start_nice:
+            self.systemd.renice(unit, 0)
         return result
 
     def switch_and_restart_main(self, prior):
@@ -304,17 +321,21 @@ class Handover:
 
         reached = set(self.done) | {self.step}
         socket_step = "replace sockets" in reached
+        if first:
+            # Stopped while their unit files are still there to name them; then the files go as they came.
+            attempt("stop the units", systemd.stop, units["main"], units["main_probe"], units["socket"])
+            attempt("reset failed units", systemd.reset_failed, units["main"], units["next"])
+            attempt("disable the units", systemd.disable, units["main"], units["main_probe"], units["socket"])
+            attempt("restore current and previous", self.restore_links, prior)
+            if self.restore_units():
+                attempt("reload systemd", systemd.daemon_reload)
+            attempt("restore next", swap_link, app.link("next"), prior["next"])
+            return "; ".join(errors)
         attempt("restore current and previous", self.restore_links, prior)
         if socket_step:
             attempt("restore socket units", self.restore_units, [units["socket"], units["main_probe"]])
         if self.restore_units():
             attempt("reload systemd", systemd.daemon_reload)
-        if first:
-            attempt("stop the units", systemd.stop, units["main"], units["next"], units["main_probe"], units["socket"])
-            attempt("reset failed units", systemd.reset_failed, units["main"], units["next"])
-            attempt("disable the units", systemd.disable, units["main"], units["main_probe"], units["socket"])
-            attempt("remove next", swap_link, app.link("next"), prior["next"])
-            return "; ".join(errors)
         if socket_step:
             attempt("stop main", systemd.stop, units["main"])
             attempt("restart sockets", systemd.restart, units["socket"], units["main_probe"])

@@ -19,6 +19,7 @@ A release exists once its ``release.json`` does: it is written last, atomically.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -218,3 +219,55 @@ def read_audit(app, last=0):
 
 def remove_tree(path):
     shutil.rmtree(path, ignore_errors=True)
+
+
+class Busy(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def operation_lock(app, wait_s=300.0, sleep=time.sleep, clock=time.monotonic):
+    """Only one build or handover of an app at a time on a host.
+
+    A controller that dies does not stop what it started on a host: over SSH the module runs on until it
+    ends. The run that follows must wait for it rather than work beside it. This is a flock, so it is
+    gone the moment its process is, whatever killed it.
+    """
+    path = os.path.join(app.run_dir, f"asgi-deploy-{app.name}.lock")
+    os.makedirs(app.run_dir, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = clock() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if clock() > deadline:
+                    holder = os.pread(fd, 64, 0).decode("utf-8", "replace").strip() or "unknown"
+                    raise Busy(
+                        f"another asgi.deploy operation on {app.name} is still running on this host "
+                        f"(pid {holder}) after {wait_s:.0f}s"
+                    ) from None
+                sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def operation_running(app):
+    """The PID of a build or handover running now on this host ('' when none)."""
+    path = os.path.join(app.run_dir, f"asgi-deploy-{app.name}.lock")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return ""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 64, 0).decode("utf-8", "replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+    return ""

@@ -11,6 +11,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     free_mb,
     link_target,
     list_releases,
+    operation_running,
     python_info,
     read_audit,
     read_manifest,
@@ -70,6 +71,8 @@ def read_state(app, systemd, python="/usr/bin/python3", now=None):
         "free_mb": free_mb(app.root),
         "python": python_info(python),
         "recent": read_audit(app, last=5),
+        # A build or handover running right now (say, left running by a controller that died).
+        "busy": operation_running(app),
     }
     state["interrupted"] = interrupted(state)
     return state

@@ -63,10 +63,24 @@ def _create(app, record):
         os.close(fd)
 
 
-def take(app, run, actor="", operation="", version="", controller="", pid=0, force=False, host="", now=None):
+def take(
+    app,
+    run,
+    actor="",
+    operation="",
+    version="",
+    controller="",
+    pid=0,
+    force=False,
+    host="",
+    reason="",
+    now=None,
+    controller_id="",
+):
     """Take the lock for ``run``. Returns (changed, previous holder or None).
 
-    Raises LockHeld when another run holds it and ``force`` is false.
+    Raises LockHeld when another run holds it and ``force`` is false. Taking it,
+    and taking it over, each leave a line in the audit log.
     """
     now = now if now is not None else time.time()
     record = {
@@ -75,6 +89,7 @@ def take(app, run, actor="", operation="", version="", controller="", pid=0, for
         "operation": operation,
         "version": version,
         "controller": controller,
+        "controller_id": controller_id,
         "pid": pid,
         "since": round(now, 3),
         "since_iso": now_iso(now),
@@ -88,7 +103,7 @@ def take(app, run, actor="", operation="", version="", controller="", pid=0, for
                 holder,
                 f"deploy lock held by {describe(holder)}; if that run is dead, run again with -e force_unlock=true",
             )
-        audit(app, {"event": "force_unlock", "run": run, "actor": actor, "host": host, "holder": holder}, now)
+        audit(app, _forced(run, actor, host, holder, reason), now)
         os.unlink(app.lock)
     try:
         _create(app, record)
@@ -96,20 +111,41 @@ def take(app, run, actor="", operation="", version="", controller="", pid=0, for
         # Another run took it between our read and our create.
         holder = read_lock(app, now)
         raise LockHeld(holder, f"deploy lock taken meanwhile by {describe(holder)}") from None
+    audit(
+        app,
+        {"event": "lock", "run": run, "actor": actor, "host": host, "operation": operation, "version": version},
+        now,
+    )
     return True, holder
 
 
-def release(app, run, force=False, actor="", host="", now=None):
+def _forced(run, actor, host, holder, reason):
+    return {
+        "event": "force_unlock",
+        "run": run,
+        "actor": actor,
+        "host": host,
+        "holder": holder,
+        "reason": reason or "forced",
+    }
+
+
+def release(app, run, force=False, actor="", host="", reason="", now=None):
     """Release the lock if ``run`` holds it (or any holder with ``force``). Returns (changed, holder)."""
     holder = read_lock(app, now)
     if holder is None:
         return False, None
-    if holder.get("run") != run:
-        if not force:
-            return False, holder
-        audit(app, {"event": "force_unlock", "run": run, "actor": actor, "host": host, "holder": holder}, now)
+    ours = holder.get("run") == run
+    if not ours and not force:
+        return False, holder
     try:
         os.unlink(app.lock)
     except FileNotFoundError:
         return False, holder
+    event = (
+        {"event": "unlock", "run": run, "actor": actor, "host": host}
+        if ours
+        else _forced(run, actor, host, holder, reason)
+    )
+    audit(app, event, now)
     return True, holder

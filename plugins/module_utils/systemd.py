@@ -8,6 +8,7 @@ that decides *what* to do lives elsewhere and only calls these verbs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 
@@ -57,6 +58,10 @@ class Systemd:
     def stop(self, *units):
         self._run("systemctl", "stop", *units)
 
+    def stop_no_block(self, *units):
+        """Queue the stop and return: the unit drains on its own."""
+        self._run("systemctl", "stop", "--no-block", *units)
+
     def restart(self, *units):
         self._run("systemctl", "restart", *units)
 
@@ -69,6 +74,32 @@ class Systemd:
     def set_cpu_weight(self, unit, weight):
         # --runtime: gone at the next boot, like the start it tunes.
         self._run("systemctl", "set-property", "--runtime", unit, f"CPUWeight={weight}", check=False)
+
+    def renice(self, unit, niceness):
+        """Set the niceness of an instance's processes (its master and the workers it forked so far).
+
+        Workers forked later inherit the master's. Works with or without a cgroup cpu controller."""
+        pid = self.show(unit).get("MainPID", 0)
+        for each in [pid, *self.descendants(pid)] if pid else []:
+            with contextlib.suppress(OSError):  # gone meanwhile
+                os.setpriority(os.PRIO_PROCESS, each, niceness)
+
+    def descendants(self, pid):
+        children = {}
+        for entry in os.listdir(self.proc):
+            if entry.isdigit():
+                try:
+                    with open(os.path.join(self.proc, entry, "stat"), encoding="utf-8") as stream:
+                        ppid = int(stream.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry))
+        found, todo = [], [pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
 
     def journal(self, unit, lines=40):
         out = self._run("journalctl", "--no-pager", "-o", "short-iso", "-n", str(lines), "-u", unit, check=False)

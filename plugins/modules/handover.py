@@ -83,8 +83,20 @@ options:
       - 100 is systemd's default; 0 leaves it alone.
     type: int
     default: 20
+  start_nice:
+    description:
+      - Niceness a starting instance's processes get until it passed its gate (0 leaves it alone).
+      - Unlike O(start_cpu_weight) it needs no cgroup cpu controller, so it works in containers too.
+    type: int
+    default: 10
   force:
     description: Hand over even when the host already runs the release with the settings.
+    type: bool
+    default: false
+  unlock:
+    description:
+      - Once the host is handed over, release the deploy lock O(run) holds on it (see M(asgi.deploy.lock)), in the
+        same round trip. On failure the lock stays; the run's own clean-up releases it.
     type: bool
     default: false
 attributes:
@@ -145,12 +157,17 @@ journal:
   description: Journal tail of the instance that failed.
   returned: on failure
   type: str
+unlocked:
+  description: Whether the deploy lock of O(run) was released.
+  returned: when O(unlock=true)
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate
 from ansible_collections.asgi.deploy.plugins.module_utils.handover import Handover, HandoverFailed, describe_change
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App
+from ansible_collections.asgi.deploy.plugins.module_utils.locking import release
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 
 
@@ -170,7 +187,9 @@ def main():
             readiness_timeout=dict(type="int", default=60),
             check_version=dict(type="bool", default=False),
             start_cpu_weight=dict(type="int", default=20),
+            start_nice=dict(type="int", default=10),
             force=dict(type="bool", default=False),
+            unlock=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -189,6 +208,7 @@ def main():
         actor=p["actor"],
         host=p["host"],
         start_cpu_weight=p["start_cpu_weight"],
+        start_nice=p["start_nice"],
         force=p["force"],
     )
     if module.check_mode:
@@ -208,6 +228,8 @@ def main():
     except HandoverFailed as failed:
         details = dict(failed.result, step=failed.step, check=failed.check, journal=failed.journal)
         module.fail_json(msg=str(failed), **details)
+    if p["unlock"] and p["run"]:
+        result["unlocked"] = release(app, p["run"], actor=p["actor"], host=p["host"])[0]
     module.exit_json(**result)
 
 

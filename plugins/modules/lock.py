@@ -14,7 +14,8 @@ description:
     controller host and PID, and when it was taken - so a held lock names its holder and age.
   - Taking it is one exclusive create, so of two runs racing for a host exactly one wins.
   - A run releases only its own lock. O(force=true) takes over or clears anyone's, and appends a C(force_unlock)
-    line naming the previous holder to the audit log (C(<base>/<app>/deploys.log)).
+    line naming the previous holder to the audit log (C(<base>/<app>/deploys.log)); taking and releasing the lock
+    leave C(lock) and C(unlock) lines.
   - With O(state=present), also returns the host's state read under the lock (see M(asgi.deploy.state)).
 author: asgi.deploy maintainers (!UNKNOWN)
 options:
@@ -51,6 +52,10 @@ options:
     description: Host name of the controller.
     type: str
     default: ""
+  controller_id:
+    description: Digest of the controller's machine id, so that a dead run's lock can be told from a live one.
+    type: str
+    default: ""
   pid:
     description: PID of C(ansible-playbook) on the controller.
     type: int
@@ -63,6 +68,10 @@ options:
     description: Take over or clear a lock another run holds, with a C(force_unlock) audit line.
     type: bool
     default: false
+  reason:
+    description: Why a lock is forced (recorded in the audit line), for example C(dead run).
+    type: str
+    default: ""
   python:
     description: Interpreter the releases are built with (for the state returned with O(state=present)).
     type: path
@@ -128,9 +137,11 @@ def main():
             operation=dict(type="str", default=""),
             version=dict(type="str", default=""),
             controller=dict(type="str", default=""),
+            controller_id=dict(type="str", default=""),
             pid=dict(type="int", default=0),
             host=dict(type="str", default=""),
             force=dict(type="bool", default=False),
+            reason=dict(type="str", default=""),
             python=dict(type="path", default="/usr/bin/python3"),
         ),
         supports_check_mode=True,
@@ -157,9 +168,11 @@ def main():
                 operation=p["operation"],
                 version=p["version"],
                 controller=p["controller"],
+                controller_id=p["controller_id"],
                 pid=p["pid"],
                 force=p["force"],
                 host=p["host"],
+                reason=p["reason"],
             )
         except LockHeld as held:
             module.fail_json(msg="{}: {}".format(p["host"] or "host", held), holder=held.holder)
@@ -167,7 +180,7 @@ def main():
             module.fail_json(msg=f"cannot take the deploy lock {app.lock}: {os.strerror(exc.errno or 0) or exc}")
         state = read_state(app, Systemd(), p["python"])
         module.exit_json(changed=changed, holder=holder, forced=bool(holder), host_state=state)
-    changed, holder = release(app, p["run"], force=p["force"], actor=p["actor"], host=p["host"])
+    changed, holder = release(app, p["run"], force=p["force"], actor=p["actor"], host=p["host"], reason=p["reason"])
     module.exit_json(changed=changed, holder=holder, forced=bool(changed and holder and holder.get("run") != p["run"]))
 
 

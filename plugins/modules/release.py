@@ -162,7 +162,9 @@ from ansible_collections.asgi.deploy.plugins.module_utils.build import (
 )
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     App,
+    Busy,
     link_target,
+    operation_lock,
     python_info,
     read_text,
     swap_link,
@@ -212,17 +214,26 @@ def main():
 
     began = time.monotonic()
     try:
-        result["changed"] = ensure_user(p["user"], p["group"], "{} (asgi.deploy)".format(p["app"]))
-        if not exists:
-            result.update(build(module, app, p))
-            result["changed"] = True
+        # A build that a dead controller left running on this host ends before this one looks.
+        with operation_lock(app):
+            result.update(build_switch_prune(module, app, p))
+    except Busy as busy:
+        module.fail_json(msg=str(busy), step="busy")
     except BuildFailed as failed:
         module.fail_json(
-            msg="release {} could not be built on this host at {} and was removed; nothing was switched. {}".format(
-                p["release_id"], failed.step, failed
-            ),
+            msg=f"release {p['release_id']} could not be built on this host at {failed.step} and was removed; "
+            f"nothing was switched. {failed}",
             step=failed.step,
         )
+    result["duration_s"] = round(time.monotonic() - began, 2)
+    module.exit_json(**result)
+
+
+def build_switch_prune(module, app, p):
+    result = {"changed": ensure_user(p["user"], p["group"], f"{p['app']} (asgi.deploy)")}
+    if not manifest_exists(app, p["release_id"]):
+        result.update(build(module, app, p))
+        result["changed"] = True
     if p["switch"] and link_target(app.link("current")) != p["release_id"]:
         before = link_target(app.link("current"))
         if before:
@@ -232,8 +243,7 @@ def main():
     result["pruned"] = prune(app, p["keep"])
     if result["pruned"]["removed"] or result["pruned"]["wheelhouses_removed"]:
         result["changed"] = True
-    result["duration_s"] = round(time.monotonic() - began, 2)
-    module.exit_json(**result)
+    return result
 
 
 def build(module, app, p):

@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 
 class FleetError(Exception):
     pass
@@ -11,6 +14,43 @@ class FleetError(Exception):
 
 def _kept(state):
     return {r["id"]: r for r in state.get("kept", [])}
+
+
+def _built_at(states, release):
+    for s in states.values():
+        for r in s.get("kept", []):
+            if r["id"] == release:
+                return r.get("built_at", "")
+    return ""
+
+
+def _step_back(states):
+    """The release the whole fleet steps back to, without a version.
+
+    A fleet on one release goes to the newest of its hosts' previous releases that every host keeps (hosts
+    deployed more often than others may have a newer previous one than the rest). A fleet a failed run left
+    on two releases goes to the one every host runs or has just left; anything more scattered needs a version.
+    """
+    lives = {s.get("live") for s in states.values()}
+    if len(lives) == 1:
+        live = lives.pop()
+        previous = {s.get("previous") for s in states.values()} - {"", live}
+        for release in sorted(previous, key=lambda r: (_built_at(states, r), r), reverse=True):
+            if all(release in _kept(s) for s in states.values()):
+                return release
+        raise FleetError(f"the hosts run {live} and no previous release is kept on every host; give -e version=V.")
+    fits = []
+    for release in sorted((lives | {s.get("previous") for s in states.values()}) - {""}):
+        reachable = all(s.get("live") == release or s.get("previous") == release for s in states.values())
+        if reachable and not all(s.get("live") == release for s in states.values()):
+            fits.append(release)
+    if len(fits) != 1:
+        where = "; ".join(
+            f"{h}: {s.get('live') or 'none'} (previous {s.get('previous') or 'none'})"
+            for h, s in sorted(states.items())
+        )
+        raise FleetError(f"no single previous release for the whole fleet ({where}); give -e version=V.")
+    return fits[0]
 
 
 def rollback_plan(states, version=""):
@@ -30,7 +70,7 @@ def rollback_plan(states, version=""):
             if not ids:
                 versions = sorted({r.get("version", "") for r in state.get("kept", [])})
                 raise FleetError(
-                    "version {} is not kept on {}; kept versions: {} (live: {}). Nothing was changed.".format(
+                    "version {} is not kept on {}; kept versions: {} (live: {}).".format(
                         version, host, ", ".join(versions) or "none", state.get("live") or "none"
                     )
                 )
@@ -38,33 +78,15 @@ def rollback_plan(states, version=""):
         if not common:
             raise FleetError(
                 f"version {version} was built differently on different hosts (no release id kept on every host); "
-                "deploy it again to make the fleet uniform. Nothing was changed."
+                "deploy it again to make the fleet uniform."
             )
         some = next(iter(states.values()))
         target = max(common, key=lambda i: (_kept(some)[i].get("built_at", ""), i))
     else:
-        candidates = {s.get("previous") for s in states.values()} | {s.get("live") for s in states.values()}
-        fits = []
-        for release in sorted(candidates - {""}):
-            reachable = all(s.get("live") == release or s.get("previous") == release for s in states.values())
-            if reachable and not all(s.get("live") == release for s in states.values()):
-                fits.append(release)
-        if len(fits) != 1:
-            where = "; ".join(
-                "{}: {} (previous {})".format(h, s.get("live") or "none", s.get("previous") or "none")
-                for h, s in sorted(states.items())
-            )
-            raise FleetError(
-                f"no single previous release for the whole fleet ({where}); give -e version=V. Nothing was changed."
-            )
-        target = fits[0]
+        target = _step_back(states)
         missing = [h for h, s in states.items() if s.get("live") != target and target not in _kept(s)]
         if missing:
-            raise FleetError(
-                "{} is no longer kept on {}; give -e version=V. Nothing was changed.".format(
-                    target, ", ".join(sorted(missing))
-                )
-            )
+            raise FleetError(f"{target} is no longer kept on {', '.join(sorted(missing))}; give -e version=V.")
     moves = [{"host": h, "release": target} for h, s in sorted(states.items()) if s.get("live") != target]
     staying = sorted(h for h, s in states.items() if s.get("live") == target)
     message = "rollback: every host goes to {}; to change: {}{}".format(
@@ -110,6 +132,8 @@ def status_table(states):
             what = f"{lock.get('operation', '')} {lock.get('version', '')}"
             holder = f"{lock.get('actor', '?')} ({what}), run {lock.get('run', '?')}"
             notes.append(f"{host}: deploy lock held by {holder}, {_lock(lock)} ago")
+        if s.get("busy"):
+            notes.append(f"{host}: a build or handover is running on the host now (pid {s['busy']})")
         notes += [f"{host}: {sign}" for sign in s.get("interrupted", [])]
         recent += [_event(host, r) for r in s.get("recent", [])]
     text = "\n".join(lines)
@@ -118,3 +142,26 @@ def status_table(states):
     if recent:
         text += "\n\nLast events:\n" + "\n".join(recent)
     return text
+
+
+def controller_id(machine_id="/etc/machine-id"):
+    """This controller, beyond its host name (two laptops may both be called "localhost")."""
+    try:
+        with open(machine_id, "rb") as stream:
+            return hashlib.sha256(stream.read().strip()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+def dead_run(holder, me=None, proc="/proc"):
+    """True when a lock was taken from this controller by an ansible-playbook that no longer runs:
+    its lock can be taken over (with an audit line) without asking for force_unlock."""
+    me = controller_id() if me is None else me
+    if not holder or not me or holder.get("controller_id") != me or not holder.get("pid"):
+        return False
+    try:
+        with open(os.path.join(proc, str(int(holder["pid"])), "cmdline"), "rb") as stream:
+            cmdline = stream.read()
+    except (OSError, ValueError):
+        return True
+    return b"ansible" not in cmdline

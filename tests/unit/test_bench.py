@@ -87,14 +87,15 @@ def results():
     for s in ("handover", "restart"):
         zero[s].update(switch=window, switch_window_s=[1.5, 2.5], switch_max_over_steady_max=1.0)
     run = {"wall_s": 4.0, "tasks_per_host": 10.0, "s_per_task": 0.4}
-    speed = {"empty_playbook": run, "deploy": run, "no_change": run, "rollback": run, "no_change_over_empty": 1.0}
+    speed = {"empty_playbook": run, "deploy": run, "no_change": run, "rollback": run}
+    speed.update(no_change_over_empty=1.0, deploy_over_empty=1.0, rollback_over_empty=1.0)
     return {
         "mode": "full",
         "started_at": "2026-11-24T00:00:00Z",
         "bench_wall_s": 600,
         "machine": {"cores": 2, "cpu": "x", "os": "Debian", "kernel": "6", "podman": "podman 4", "ansible": "a"},
         "conditions": {"hosts": "h", "gunicorn_workers_per_host": 2, "load": "l", "app": "app"},
-        "first_deploy": {**run, "hosts": 6},
+        "first_deploy": {**run, "hosts": 9},
         "zero_downtime": zero,
         "serving": {
             "configs": {
@@ -110,7 +111,7 @@ def results():
             "pip_over_uv_warm": 20.0,
         },
         "deploy_speed": {"1": speed, "3": speed},
-        "growth": {"serial_1": {"1": 10, "3": 30, "6": 60}, "serial_all": {"1": 10, "3": 15, "6": 25}},
+        "growth": {"serial_1": {"1": 10, "3": 30, "9": 90}, "serial_all": {"1": 10, "3": 15, "9": 25}},
         "targets": [
             {"target": "handover: failed requests", "value": 0, "limit": "0", "met": True},
             {"target": "rollback of 3 hosts (s)", "value": 40, "limit": "< 30", "met": False},
@@ -135,3 +136,25 @@ def test_the_report_has_every_section_and_writes_its_plots(tmp_path, monkeypatch
     assert handover_row in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-growth.png", "bench-latency.png", "bench-venv.png"]
     assert all(p.stat().st_size > 1000 for p in tmp_path.iterdir())
+
+
+def test_the_targets_are_the_issues_numbers_met_or_missed():
+    import run
+
+    data = results()
+    speed = data["deploy_speed"]
+    speed["1"] = {**speed["1"], "deploy": {**speed["1"]["deploy"], "tasks_per_host": 21.0}}
+    speed["3"] = {**speed["3"], "rollback_over_empty": 3.5, "no_change_over_empty": 1.1}
+    data["growth"] = {"serial_1": {"1": 10, "3": 30, "9": 90}, "serial_all": {"1": 10, "3": 20, "9": 29}}
+    found = {t["target"]: t for t in run.targets(data)}
+    assert not found["tasks per host: new-version deploy (most of 1 and 3 hosts)"]["met"]
+    assert found["tasks per host: rollback (most of 1 and 3 hosts)"]["met"]
+    assert not found["rollback / empty playbook (3 hosts)"]["met"]
+    assert found["no-change deploy / empty playbook (3 hosts)"]["met"]
+    assert found["no-change deploy / empty playbook (1 host)"]["limit"] == "<= 1.2"
+    assert found["deploy of 9 hosts / 3 hosts, serial = all"] == {
+        "target": "deploy of 9 hosts / 3 hosts, serial = all",
+        "value": 1.45,
+        "limit": "<= 1.5",
+        "met": True,
+    }

@@ -1,5 +1,6 @@
 """demo (TCP, UvicornWorker, a secret) and other (loopback + unix socket, asgi worker) on one host."""
 
+import base64
 import re
 import time
 from pathlib import Path
@@ -203,19 +204,23 @@ def test_units_pass_systemd_analyze_verify(host):
 
 
 def environ_of(host, unit):
+    """The environment of the unit's main process, byte for byte (values may span lines)."""
     pid = show(host, unit, "MainPID")["MainPID"]
-    text = host.run("tr '\\0' '\\n' < /proc/%s/environ", pid).stdout
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    raw = base64.b64decode(host.run("base64 -w0 /proc/%s/environ", pid).stdout)
+    return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
 
 
-def test_a_secret_from_the_environment_file_reaches_the_app_and_nothing_else(host):
-    secret = "molecule-secret-7d1f"  # noqa: S105 (the test value from converge.yml)
+SECRET = 'molecule-secret-7d1f\n  second line: "quoted" $HOME `cmd` \\ päßwörd ✓\n'  # noqa: S105 (from converge.yml)
+
+
+def test_a_secret_from_the_environment_file_reaches_the_app_byte_for_byte_and_nothing_else(host):
+    secret = SECRET
     unit = host.file("/etc/systemd/system/demo.service").content_string
     assert secret not in unit
     assert f"EnvironmentFile={DEMO_SETTINGS(host)}/secrets.env" in unit
     stored = host.file(f"{DEMO_SETTINGS(host)}/secrets.env")
     assert (stored.user, stored.group, stored.mode) == ("root", "root", 0o600)
-    assert secret not in host.run("ps -eo args").stdout
+    assert "molecule-secret-7d1f" not in host.run("ps -eo args").stdout
     assert environ_of(host, DEMO)["API_TOKEN"] == secret
 
 

@@ -121,6 +121,9 @@ class FakeSystemd:
         for name in units:
             self.unit(name).update(ActiveState="inactive", SubState="dead", MainPID=0)
 
+    def stop_no_block(self, *units):
+        self.stop(*units)
+
     def enable(self, *units):
         self._check("enable", units)
         self.enabled.update(units)
@@ -131,6 +134,9 @@ class FakeSystemd:
 
     def set_cpu_weight(self, unit, weight):
         self.calls.append(("cpu-weight", unit, weight))
+
+    def renice(self, unit, niceness):
+        self.calls.append(("nice", unit, niceness))
 
     def journal(self, unit, lines=40):
         return f"journal of {unit}"

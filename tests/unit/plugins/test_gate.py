@@ -35,7 +35,7 @@ def test_ready_after_a_few_refusals(running, clock):
     result = gate(running, clock, [ConnectionRefusedError(), (503, b""), (200, b"")]).wait(
         "demo.service", "/p", REL, "s1"
     )
-    assert result["release"] == REL and result["ready_s"] == pytest.approx(0.4)
+    assert result["release"] == REL and result["ready_s"] == pytest.approx(0.1)
 
 
 def test_not_ready_within_the_timeout_names_the_last_answer(running, clock):

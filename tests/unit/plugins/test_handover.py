@@ -110,13 +110,23 @@ def test_a_handover_switches_links_and_instances_and_stops_next(live, systemd, c
 
 
 def test_a_starting_instance_gets_less_cpu_until_it_passed_its_gate(live, systemd, clock):
-    machine(live, systemd, clock, start_cpu_weight=20).run()
+    machine(live, systemd, clock, start_cpu_weight=20, start_nice=10).run()
     weights = [c[1:] for c in systemd.calls if c[0] == "cpu-weight"]
     assert weights == [
         (live.units["next"], 20),
         (live.units["next"], 100),
         (live.units["main"], 20),
         (live.units["main"], 100),
+    ]
+    # Started, niced at once (workers forked later inherit it), back to normal once gated.
+    nice = [c[1:] for c in systemd.calls if c[0] in ("nice", "restart")]
+    assert nice == [
+        (live.units["next"],),
+        (live.units["next"], 10),
+        (live.units["next"], 0),
+        (live.units["main"],),
+        (live.units["main"], 10),
+        (live.units["main"], 0),
     ]
 
 

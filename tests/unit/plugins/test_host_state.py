@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
 from ansible_collections.asgi.deploy.plugins.module_utils import locking
-from ansible_collections.asgi.deploy.plugins.module_utils.host import audit, swap_link
+from ansible_collections.asgi.deploy.plugins.module_utils.host import Busy, audit, operation_lock, swap_link
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import needs, read_state
 from fakes import make_release
 
@@ -76,3 +77,13 @@ def test_a_failed_main_needs_a_change_even_on_the_right_release(app, systemd):
     swap_link(app.link("current"), NEW)
     systemd.unit(app.units["main"]).update(ActiveState="failed")
     assert needs(read_state(app, systemd), NEW, "") == ["demo.service has failed"]
+
+
+def test_one_build_or_handover_at_a_time_and_the_state_names_the_running_one(app, systemd):
+    with operation_lock(app):
+        assert read_state(app, systemd)["busy"] == str(os.getpid())
+        with pytest.raises(Busy, match=r"still running on this host \(pid \d+\)"), operation_lock(app, wait_s=0):
+            pass
+    assert read_state(app, systemd)["busy"] == ""
+    with operation_lock(app, wait_s=0):
+        pass

@@ -46,8 +46,10 @@ def test_force_takes_over_and_leaves_an_audit_line_naming_the_old_holder(app):
     changed, previous = take(app, "r2", force=True, host="web1")
     assert changed and previous["run"] == "r1"
     assert locking.read_lock(app)["run"] == "r2"
-    [line] = audit(app)
-    assert (line["event"], line["run"], line["holder"]["run"], line["host"]) == ("force_unlock", "r2", "r1", "web1")
+    lines = audit(app)
+    assert [line["event"] for line in lines] == ["lock", "force_unlock", "lock"]
+    forced = lines[1]
+    assert (forced["run"], forced["holder"]["run"], forced["host"], forced["reason"]) == ("r2", "r1", "web1", "forced")
 
 
 def test_a_run_releases_only_its_own_lock(app):
@@ -56,14 +58,15 @@ def test_a_run_releases_only_its_own_lock(app):
     assert os.path.exists(app.lock)
     assert locking.release(app, "r1")[0] is True
     assert not os.path.exists(app.lock)
+    assert [line["event"] for line in audit(app)] == ["lock", "unlock"]
     assert locking.release(app, "r1") == (False, None)
 
 
 def test_force_release_clears_another_runs_lock_with_an_audit_line(app):
     take(app, "r1")
-    changed, holder = locking.release(app, "r2", force=True, actor="ops", host="web1")
+    changed, holder = locking.release(app, "r2", force=True, actor="ops", host="web1", reason="dead run")
     assert changed and holder["run"] == "r1"
-    assert audit(app)[0]["event"] == "force_unlock"
+    assert (audit(app)[-1]["event"], audit(app)[-1]["reason"]) == ("force_unlock", "dead run")
 
 
 def test_an_unreadable_lock_still_counts_as_held(app):

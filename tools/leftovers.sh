@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Fail when a test left something behind: a playbook, load generator or
+# benchmark process, or a container of a molecule scenario or of the bench lab.
+# `make test` runs it last.
+set -uo pipefail
+status=0
+procs=$(pgrep -af 'ansible-playbook|locust|bench/run.py|molecule (test|converge|verify)' | grep -v "$$" || true)
+if [ -n "$procs" ]; then
+  echo "leftovers: processes still running after the tests:" >&2
+  echo "$procs" >&2
+  status=1
+fi
+scenarios=$(ls -d "$(dirname "${BASH_SOURCE[0]}")"/../molecule/*/molecule.yml 2>/dev/null | xargs -n1 dirname | xargs -n1 basename | paste -sd'|')
+containers=$(podman ps -a --format '{{.Names}} {{.Labels}}' 2>/dev/null \
+  | grep -E "^(${scenarios:-none})-|^(deploy|bad|faults|apps)-web|io.asgi-deploy.bench" || true)
+if [ -n "$containers" ]; then
+  echo "leftovers: containers still there after the tests:" >&2
+  echo "$containers" >&2
+  status=1
+fi
+[ "$status" -eq 0 ] && echo "leftovers: none (no test process or container left)"
+exit "$status"
