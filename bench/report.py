@@ -34,7 +34,8 @@ WHY_MISSED = {
         "through an app's routing and serialization is the slowest) and the moments two instances import the app: "
         "single-digit milliseconds on two cores shared with the controller, the load generator and nine containers. "
         "A starting instance runs at niceness 10 (and a lower CPUWeight, which needs a cgroup cpu controller these "
-        "containers lack) until it passed its gate. Over four runs of this benchmark on one machine the ratio moved between 1.2 and 2.9: "
+        "containers lack) until it passed its gate. Over four runs of this benchmark on one machine the ratio "
+        "moved between 1.2 and 2.9: "
         "it compares maxima of a few milliseconds. Warming new workers up (an `asgi_after_switch` hook) or hosts "
         "with spare cores would close it."
     ),
