@@ -51,7 +51,8 @@ lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock
 
 unit: venv ## Unit tests: the modules and plugins, the tooling, and the reference app as an installed wheel
 	uv pip install --quiet --no-deps --reinstall-package demo-app --python $(VENV)/bin/python ./app
-	pytest -q tests/unit app/tests
+	pytest -q tests/unit app/tests examples/notes/tests
+	tools/compat.sh
 
 molecule: venv images ## Every molecule scenario, in order
 	mkdir -p build/logs
@@ -87,7 +88,7 @@ lab-down: ## Remove the lab: containers, network, key
 
 demo: lab ## Set up everything, deploy 1.0.0 then 2.0.0 to the lab over SSH, print the status
 	ansible-playbook -i inventories/lab/hosts.yml playbooks/deploy.yml -e version=1.0.0
-	ansible-playbook -i inventories/lab/hosts.yml playbooks/deploy.yml -e version=2.0.0
+	ansible-playbook -i inventories/lab/hosts.yml playbooks/deploy.yml -e version=2.0.0 -e app_source=$$(tools/app-at-version.sh 2.0.0)
 	ansible-playbook -i inventories/lab/hosts.yml playbooks/status.yml
 
 build: venv ## Build the collection tarball into build/

@@ -5,6 +5,8 @@
 set -uo pipefail
 log=${1:?usage: $0 LOG}
 echo "== why $(basename "$log" .log) failed (full log: $log)"
-sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$log" \
-  | grep -E '^(FAILED|ERROR) |fatal: \[|failed: \[|^E  +[A-Za-z]*(Error|assert)|CRITICAL|Idempotence test failed' \
-  | cut -c1-400 | tail -n 12
+# Molecule frames a step's output with "  │ ": take it off, then keep failing
+# tests, assertion lines, failed tasks and molecule's own verdicts.
+sed -e 's/\x1b\[[0-9;]*[A-Za-z]//g' -e 's/^ *│ \{0,1\}//' "$log" \
+  | grep -E '::test_.* FAILED|^FAILED |^E  +[A-Za-z]*(Error|assert)|^E  +assert|fatal: \[|failed: \[|^ERROR +[a-z_]+ ➜|Idempotence test failed' \
+  | grep -v -e "glob failed" -e "FAILED - RETRYING" | cut -c1-400 | tail -n 15

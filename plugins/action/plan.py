@@ -140,6 +140,7 @@ class ActionModule(ActionBase):
                 source=Path(source) if source else None,
                 wheel=Path(wheel) if wheel else None,
                 git_sha=options.get("release_git_sha") or "",
+                worker_class=options.get("service_worker_class") or "uvicorn_worker.UvicornWorker",
             )
         except BadInput as problem:
             raise AnsibleActionFail(f"deploy: {problem}; nothing was changed") from None

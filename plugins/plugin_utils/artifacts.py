@@ -76,6 +76,11 @@ def parse_lock(path: Path) -> list[dict]:
         raise BadInput(f"lockfile {path} lists no requirements")
     parsed, unpinned, unhashed = [], [], []
     for entry in entries:
+        if entry.startswith(("-e", "--editable")):
+            raise BadInput(
+                f"lockfile {path} installs the project itself ({entry!r}): the app comes as its own wheel, so leave it "
+                "out (`uv export --no-emit-project`, or drop the line)"
+            )
         if entry.startswith("-"):
             raise BadInput(f"lockfile {path}: option lines are not allowed in a release lock: {entry!r}")
         match = PIN.match(entry)
@@ -99,14 +104,139 @@ def parse_lock(path: Path) -> list[dict]:
     return parsed
 
 
+def _packaging():
+    try:
+        from packaging import markers, version
+    except ImportError:  # pip vendors packaging
+        from pip._vendor.packaging import markers, version
+    return markers, version
+
+
+# The server stack the units run, and the uvicorn releases the shutdown fix
+# (roles/service/files/asgi_deploy_gunicorn.py) is tested against (make compat).
+UVICORN_RANGE = (">=0.30.0", "<0.55")
+UVICORN_TESTED = ("0.30.0", "0.54.0")
+RELOCK = "uv pip compile --generate-hashes requirements.in -o requirements.lock"
+
+
+def check_server_stack(lock: list[dict], worker_class: str, lockfile: Path) -> None:
+    """The lock must bring what the units run: Gunicorn, and for Uvicorn workers uvicorn-worker and a uvicorn
+    the collection's shutdown fix supports."""
+    found = {r["name"]: r["version"] for r in lock}
+    wanted = ["gunicorn"] + (["uvicorn-worker", "uvicorn"] if worker_class != "asgi" else [])
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise BadInput(
+            f"lockfile {lockfile} lacks {', '.join(missing)}, which the units run: add {' '.join(missing)} to the "
+            f"app's requirements and relock ({RELOCK}, or `uv add {' '.join(missing)} && uv lock`)"
+        )
+    if "uvicorn" in found:
+        _, version = _packaging()
+        spec = version.Version(found["uvicorn"])
+        low, high = (version.Version(bound.lstrip("<>=")) for bound in UVICORN_RANGE)
+        if not low <= spec < high:
+            raise BadInput(
+                f"lockfile {lockfile} pins uvicorn {found['uvicorn']}; the collection supports uvicorn "
+                f"{','.join(UVICORN_RANGE)} (its graceful-shutdown fix is tested against those): relock with "
+                f"'uvicorn{','.join(UVICORN_RANGE)}'"
+            )
+
+
+def export_lock(lockfile: Path, cache: Path) -> Path:
+    """A hashed requirements file for the lock as the user has it: a requirements file as it is; a uv.lock
+    exported on the controller (uv export, hashes kept, the project itself left out); a pylock.toml
+    converted. Converted locks are kept by content, so a repeat costs nothing."""
+    lockfile = Path(lockfile)
+    if not lockfile.is_file():
+        raise BadInput(f"lockfile {lockfile} does not exist")
+    name = lockfile.name
+    if name != "uv.lock" and not (name.startswith("pylock.") and name.endswith(".toml")):
+        return lockfile
+    digest = hashlib.sha256(lockfile.read_bytes())
+    project = lockfile.parent / "pyproject.toml"
+    if name == "uv.lock" and project.is_file():
+        digest.update(project.read_bytes())
+    out = cache / "locks" / f"{name}-{digest.hexdigest()[:16]}.txt"
+    if out.is_file():
+        return out
+    text = _uv_export(lockfile) if name == "uv.lock" else _from_pylock(lockfile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(f"# asgi.deploy: exported from {lockfile}\n{text}")
+    tmp.replace(out)
+    return out
+
+
+def _uv_export(lockfile: Path) -> str:
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    argv = [uv, "export", "--frozen", "--no-emit-project", "--no-dev", "--no-header", "--no-annotate"]
+    argv += ["--format", "requirements-txt", "--project", str(lockfile.parent)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BadInput(f"cannot export {lockfile} with uv: {(result.stderr or result.stdout).strip()[-1500:]}")
+    return result.stdout
+
+
+def _from_pylock(lockfile: Path) -> str:
+    import tomllib
+
+    try:
+        data = tomllib.loads(lockfile.read_text())
+    except ValueError as exc:
+        raise BadInput(f"{lockfile} is not valid TOML: {exc}") from None
+    lines, problems = [], []
+    for package in data.get("packages", []):
+        name = package.get("name", "?")
+        if "directory" in package or "editable" in package:
+            continue  # the project itself: the app ships as its own wheel
+        hashes = [w["hashes"]["sha256"] for w in package.get("wheels", []) if w.get("hashes", {}).get("sha256")]
+        if not package.get("version") or not hashes:
+            problems.append(name)
+            continue
+        marker = f" ; {package['marker']}" if package.get("marker") else ""
+        lines.append(f"{name}=={package['version']}{marker} " + " ".join(f"--hash=sha256:{h}" for h in hashes))
+    if problems:
+        raise BadInput(f"{lockfile}: packages without a pinned version and hashed wheels: {', '.join(problems)}")
+    return "\n".join(lines) + "\n"
+
+
+def verify_wheel(wheel: Path) -> None:
+    """A wheel whose zip is sound and whose every file matches its RECORD."""
+    import base64
+    import csv
+
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            bad = archive.testzip()
+            if bad:
+                raise BadInput(f"app wheel {wheel} is corrupt: {bad} fails its CRC check")
+            records = [n for n in archive.namelist() if n.endswith(".dist-info/RECORD")]
+            if len(records) != 1:
+                raise BadInput(f"app wheel {wheel} has no RECORD")
+            for row in csv.reader(archive.read(records[0]).decode().splitlines()):
+                if not row or not row[1]:
+                    continue
+                algorithm, _, expected = row[1].partition("=")
+                digest = hashlib.new(algorithm, archive.read(row[0])).digest()
+                if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != expected:
+                    raise BadInput(f"app wheel {wheel} is corrupt: {row[0]} does not match its RECORD hash")
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise BadInput(f"app wheel {wheel} is corrupt: {exc}") from None
+
+
+def same_version(given: str, built: str) -> bool:
+    _, version = _packaging()
+    try:
+        return version.Version(given) == version.Version(built)
+    except version.InvalidVersion:
+        return given == built
+
+
 def marker_applies(marker: str, python: str) -> bool:
     """Evaluate an environment marker for a CPython ``python`` on x86_64/aarch64 Linux."""
     if not marker:
         return True
-    try:
-        from packaging.markers import Marker
-    except ImportError:  # pip vendors packaging
-        from pip._vendor.packaging.markers import Marker
+    Marker = _packaging()[0].Marker
     env = {
         "python_version": python,
         "python_full_version": f"{python}.0",
@@ -305,17 +435,20 @@ def identify(
     source: Path | None = None,
     wheel: Path | None = None,
     git_sha: str = "",
+    worker_class: str = "uvicorn_worker.UvicornWorker",
 ) -> dict:
-    """The release these inputs make, building the app wheel when needed."""
+    """The release these inputs make, building the app wheel when needed. Everything a host would refuse
+    later is refused here, before any host changes."""
     if not VERSION.match(version):
         raise BadInput(f"version {version!r} is not a valid release version ([0-9A-Za-z.+_-], 64 max)")
     if bool(source) == bool(wheel):
         raise BadInput("give exactly one of an app source directory (asgi_app_source) or an app wheel (asgi_app_wheel)")
-    lockfile, tools_lockfile = Path(lockfile), Path(tools_lockfile)
-    parse_lock(lockfile)  # refuses an unhashed or unpinned lock before anything is built
+    cache = app_cache(cache_dir, app_name)
+    given_lock = Path(lockfile)
+    lockfile, tools_lockfile = export_lock(given_lock, cache), Path(tools_lockfile)
+    check_server_stack(parse_lock(lockfile), worker_class, given_lock)
     tools = parse_lock(tools_lockfile)
     lock_sha = sha256_file(lockfile)
-    cache = app_cache(cache_dir, app_name)
     with locked(cache):
         if wheel:
             wheel = Path(wheel)
@@ -325,8 +458,14 @@ def identify(
         else:
             source = Path(source).resolve()
             wheel = build_app_wheel(source, cache / "dist" / version)
+        verify_wheel(wheel)
         wheel_sha = sha256_file(wheel)
         dist_name, app_version = wheel_metadata(wheel)
+        if not same_version(version, app_version):
+            raise BadInput(
+                f"-e version={version} but the app is {dist_name} {app_version}: deploy version {app_version}, or "
+                f"build the wheel from the source of {version} (a tag), or pass that wheel with -e app_wheel=..."
+            )
         release_id = f"{version}-{sha256_text(wheel_sha + lock_sha)[:8]}"
         record = cache / "releases" / f"{release_id}.json"
         changed = False

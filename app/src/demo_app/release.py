@@ -16,7 +16,7 @@ from pathlib import Path
 
 DIST_NAME = "demo-app"
 MANIFEST_ENV = "ASGI_RELEASE_MANIFEST"
-FIELDS = ("release_id", "app_version", "git_sha", "lock_sha256", "python", "built_at")
+FIELDS = ("release_id", "app_version", "git_sha", "lock_sha256", "python", "built_at", "manifest")
 
 
 def manifest_path() -> Path:
@@ -41,5 +41,7 @@ def version_info() -> dict[str, str]:
         "lock_sha256": manifest.get("lock_sha256", "unknown"),
         "python": platform.python_version(),
         "built_at": manifest.get("built_at", "unknown"),
+        # Where it was read: the file the collection named, or the guess beside the venv.
+        "manifest": str(manifest_path()),
     }
     return {key: str(info[key]) for key in FIELDS}

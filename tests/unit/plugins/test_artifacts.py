@@ -1,5 +1,6 @@
 """Controller side of a release: the lock, the wheelhouse, the app wheel, the release identity."""
 
+import base64
 import hashlib
 import zipfile
 
@@ -104,16 +105,33 @@ def test_the_wheel_is_built_once_per_source_content_and_never_shared_across_sour
     assert ba.build_app_wheel(sources["good"], out).read_text() == "changed"
 
 
-def make_wheel(path, name="demo-app", version="1.4.0"):
+SERVER = "".join(
+    f"{name}=={version} --hash=sha256:{digest * 64}\n"
+    for name, version, digest in (
+        ("gunicorn", "27.0.1", "d"),
+        ("uvicorn-worker", "0.4.0", "e"),
+        ("uvicorn", "0.54.0", "f"),
+    )
+)
+
+
+def make_wheel(path, name="demo-app", version="1.4.0", files=None):
+    """A wheel with METADATA, the given files, and a RECORD that lists their hashes."""
+    dist = f"{name.replace('-', '_')}-{version}.dist-info"
+    files = {f"{dist}/METADATA": f"Name: {name}\nVersion: {version}\n\n", **(files or {"demo_app/__init__.py": ""})}
+    record = ""
+    for member, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record += f"{member},sha256={digest},{len(text)}\n"
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(
-            f"{name.replace('-', '_')}-{version}.dist-info/METADATA", f"Name: {name}\nVersion: {version}\n\n"
-        )
+        for member, text in files.items():
+            archive.writestr(member, text)
+        archive.writestr(f"{dist}/RECORD", record + f"{dist}/RECORD,,\n")
     return path
 
 
 def test_a_release_id_derives_from_the_wheel_and_the_lock_and_is_recorded_once(tmp_path):
-    lock = write(tmp_path, LOCK)
+    lock = write(tmp_path, LOCK + SERVER)
     tools = write(tmp_path, f"uv==0.9.0 --hash=sha256:{HASH_A}\n", "tools.txt")
     wheel = make_wheel(tmp_path / "demo_app-1.4.0-py3-none-any.whl")
     first = ba.identify("demo", "1.4.0", lock, tools, tmp_path / "cache", wheel=wheel)
@@ -124,7 +142,7 @@ def test_a_release_id_derives_from_the_wheel_and_the_lock_and_is_recorded_once(t
     assert again["release"] == release
     assert first["uv_version"] == "0.9.0"
     assert first["requirements"].endswith(f"demo-app==1.4.0 --hash=sha256:{first['app_wheel']['sha256']}\n")
-    write(tmp_path, LOCK + f"idna==3.20 --hash=sha256:{'d' * 64}\n")
+    write(tmp_path, LOCK + SERVER + f"idna==3.20 --hash=sha256:{'d' * 64}\n")
     assert (
         ba.identify("demo", "1.4.0", lock, tools, tmp_path / "cache", wheel=wheel)["release"]["release_id"]
         != release["release_id"]
@@ -140,9 +158,88 @@ def test_a_release_id_derives_from_the_wheel_and_the_lock_and_is_recorded_once(t
     ],
 )
 def test_bad_release_input_is_refused_naming_it(tmp_path, kwargs, problem):
-    lock = write(tmp_path, LOCK)
+    lock = write(tmp_path, LOCK + SERVER)
     args = {"version": "1.0.0", "wheel": tmp_path / "x.whl", **kwargs}
     if args["wheel"] and str(args["wheel"]).endswith("missing.whl"):
         args["wheel"] = tmp_path / "missing.whl"
     with pytest.raises(ba.BadInput, match=problem):
         ba.identify("demo", args["version"], lock, lock, tmp_path / "cache", wheel=args["wheel"])
+
+
+def identify(tmp_path, lock_text=None, wheel=None, version="1.4.0", **kwargs):
+    lock = write(tmp_path, LOCK + SERVER if lock_text is None else lock_text)
+    tools = write(tmp_path, f"uv==0.9.0 --hash=sha256:{HASH_A}\n", "tools.txt")
+    wheel = wheel or make_wheel(tmp_path / "demo_app-1.4.0-py3-none-any.whl")
+    return ba.identify("demo", version, lock, tools, tmp_path / "cache", wheel=wheel, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("drop", "missing"),
+    [("gunicorn", "lacks gunicorn"), ("uvicorn-worker", "lacks uvicorn-worker"), ("uvicorn==", "lacks uvicorn,")],
+)
+def test_a_lock_without_the_server_stack_is_refused_saying_what_to_add_and_how(tmp_path, drop, missing):
+    lines = [line for line in SERVER.splitlines(keepends=True) if not line.startswith(drop)]
+    with pytest.raises(ba.BadInput, match=missing) as refused:
+        identify(tmp_path, LOCK + "".join(lines))
+    assert "uv pip compile --generate-hashes" in str(refused.value)
+
+
+def test_gunicorns_own_asgi_worker_needs_only_gunicorn(tmp_path):
+    gunicorn_only = LOCK + SERVER.splitlines(keepends=True)[0]
+    assert identify(tmp_path, gunicorn_only, worker_class="asgi")["release"]["version"] == "1.4.0"
+
+
+def test_a_uvicorn_the_shutdown_fix_does_not_support_is_refused(tmp_path):
+    old = SERVER.replace("uvicorn==0.54.0", "uvicorn==0.20.0")
+    with pytest.raises(ba.BadInput, match=r"pins uvicorn 0\.20\.0; the collection supports uvicorn >=0\.30\.0,<0\.55"):
+        identify(tmp_path, LOCK + old)
+
+
+def test_a_lock_that_installs_the_project_itself_is_refused_naming_the_flag(tmp_path):
+    with pytest.raises(ba.BadInput, match="--no-emit-project"):
+        identify(tmp_path, LOCK + SERVER + "-e .\n")
+
+
+def test_a_version_that_is_not_the_wheels_is_refused(tmp_path):
+    with pytest.raises(ba.BadInput, match=r"-e version=1 but the app is demo-app 1\.4\.0"):
+        identify(tmp_path, version="1")
+    assert identify(tmp_path, version="1.4")["release"]["app_version"] == "1.4.0"  # the same version, spelled shorter
+
+
+def test_a_corrupt_wheel_is_refused_on_the_controller(tmp_path):
+    wheel = make_wheel(tmp_path / "demo_app-1.4.0-py3-none-any.whl", files={"demo_app/__init__.py": "x = 1\n"})
+    data = bytearray(wheel.read_bytes())
+    data[data.index(b"x = 1")] = ord("y")  # one byte flipped
+    wheel.write_bytes(bytes(data))
+    with pytest.raises(ba.BadInput, match="is corrupt"):
+        identify(tmp_path, wheel=wheel)
+
+
+def test_a_pylock_is_converted_to_hashed_requirements_without_the_project(tmp_path):
+    pylock = tmp_path / "pylock.toml"
+    pylock.write_text(
+        'lock-version = "1.0"\n'
+        '[[packages]]\nname = "demo-app"\ndirectory = { path = "." }\n'
+        f'[[packages]]\nname = "gunicorn"\nversion = "27.0.1"\n'
+        f'wheels = [{{ name = "gunicorn-27.0.1-py3-none-any.whl", hashes = {{ sha256 = "{"d" * 64}" }} }}]\n'
+        f'[[packages]]\nname = "uvloop"\nversion = "0.23.0"\nmarker = "sys_platform != \'win32\'"\n'
+        f'wheels = [{{ name = "a.whl", hashes = {{ sha256 = "{"b" * 64}" }} }},\n'
+        f'  {{ name = "b.whl", hashes = {{ sha256 = "{"c" * 64}" }} }}]\n'
+    )
+    exported = ba.export_lock(pylock, tmp_path / "cache")
+    gunicorn, uvloop = ba.parse_lock(exported)
+    assert (gunicorn["name"], gunicorn["hashes"]) == ("gunicorn", ["d" * 64])
+    assert uvloop["marker"] == "sys_platform != 'win32'" and len(uvloop["hashes"]) == 2
+    assert ba.export_lock(pylock, tmp_path / "cache") == exported  # kept by content
+
+
+def test_a_pylock_package_without_hashed_wheels_is_refused(tmp_path):
+    pylock = tmp_path / "pylock.toml"
+    pylock.write_text('lock-version = "1.0"\n[[packages]]\nname = "gunicorn"\nversion = "27.0.1"\n')
+    with pytest.raises(ba.BadInput, match="without a pinned version and hashed wheels: gunicorn"):
+        ba.export_lock(pylock, tmp_path / "cache")
+
+
+def test_a_requirements_lock_is_used_as_it_is(tmp_path):
+    lock = write(tmp_path, LOCK)
+    assert ba.export_lock(lock, tmp_path / "cache") == lock

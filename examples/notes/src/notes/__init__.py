@@ -1,0 +1,1 @@
+"""notes: a small Starlette service, as someone else would write it."""
