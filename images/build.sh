@@ -77,12 +77,35 @@ ExecStartPre=
 ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 UNIT
+  # systemd hands a service its credentials (LoadCredential=) through a mount
+  # under /run/credentials, which needs /run to be a shared mount, as it is on
+  # any host (systemd's CONTAINER_INTERFACE); podman mounts it private.
+  cat > "$rootfs/etc/systemd/system/run-shared.service" <<'UNIT'
+[Unit]
+Description=Make /run a shared mount, as on a host (credentials need it)
+DefaultDependencies=no
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/mount --make-shared /run
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+  chroot "$rootfs" systemctl enable run-shared.service >/dev/null 2>&1
   for unit in "${masked_units[@]}"; do
     ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
   done
   chroot "$rootfs" systemctl enable ssh.service >/dev/null 2>&1
   chroot "$rootfs" systemctl set-default multi-user.target >/dev/null 2>&1
   echo 'PermitRootLogin prohibit-password' > "$rootfs/etc/ssh/sshd_config.d/lab.conf"
+  # Fleets are run by an unprivileged SSH user with sudo: so is the lab (tests
+  # connect as `deploy` with become).
+  chroot "$rootfs" useradd --create-home --shell /bin/bash deploy
+  install -d -m 0700 -o 1000 -g 1000 "$rootfs/home/deploy/.ssh"
+  echo 'deploy ALL=(ALL) NOPASSWD: ALL' > "$rootfs/etc/sudoers.d/deploy"
+  chmod 0440 "$rootfs/etc/sudoers.d/deploy"
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
          "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/usr/share/doc/* \
          "$rootfs"/usr/share/man/* "$rootfs"/var/log/*.log

@@ -49,6 +49,7 @@ up() {
       --ulimit nofile=1024:4096 --ulimit nproc=4096:4096 \
       -p "127.0.0.1:$((SSH_BASE + n)):22" -p "127.0.0.1:$((HTTP_BASE + n)):$APP_PORT" \
       -v "$PWD/$KEY.pub:/root/.ssh/authorized_keys:ro" \
+      -v "$PWD/$KEY.pub:/home/deploy/.ssh/authorized_keys:ro" \
       "$image" /lib/systemd/systemd > /dev/null
   done
   for n in $(seq "$LAB_HOSTS"); do

@@ -14,6 +14,9 @@ Strategies:
 ``initial`` (chosen when the host runs nothing)
     install units -> switch current -> start -> gate main.
 
+With an after-switch hook (a smoke test), each ends with it: a hook that fails
+is a failed gate.
+
 Settings are released like code: the new set's unit is what next starts with;
 main gets it only after next passed the gate. Listening socket changes cannot
 be tried on next (the socket is shared): they are applied last, with a restart.
@@ -29,6 +32,7 @@ import os
 import time
 
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import GateFailed
+from ansible_collections.asgi.deploy.plugins.module_utils.hooks import HookFailed, run_hook
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     Busy,
     audit,
@@ -67,6 +71,8 @@ class Handover:
         start_cpu_weight=0,
         start_nice=0,
         force=False,
+        after_switch="",
+        run_command=None,
         clock=time.monotonic,
     ):
         if strategy not in STRATEGIES:
@@ -75,6 +81,7 @@ class Handover:
         self.release, self.settings, self.strategy = release, settings, strategy
         self.operation, self.run_id, self.actor, self.host = operation, run, actor, host
         self.start_cpu_weight, self.start_nice, self.force, self.clock = start_cpu_weight, start_nice, force, clock
+        self.after_switch, self.run_command = after_switch, run_command
         # Ordered (name, seconds) pairs: the audit log keeps them in the order they ran.
         self.timings, self.step, self.done = [], "", []
         self.unit_backup = {}
@@ -179,7 +186,9 @@ class Handover:
                 else:
                     self.switch_and_restart_main(prior)
                 self.sockets()
-        except (GateFailed, SystemdError, HandoverFailed, OSError) as exc:
+            if self.after_switch:
+                self.do("after switch", self.after_switch_hook)
+        except (GateFailed, SystemdError, HandoverFailed, HookFailed, OSError) as exc:
             failed_step, check = (
                 self.step,
                 getattr(exc, "check", "systemd" if isinstance(exc, SystemdError) else "host"),
@@ -265,6 +274,20 @@ class Handover:
         if self.start_nice:
             self.systemd.renice(unit, 0)
         return result
+
+    def after_switch_hook(self):
+        # Part of the gate: a smoke test that fails takes the host back like a failed readiness check.
+        event = {"run": self.run_id, "actor": self.actor, "host": self.host}
+        return run_hook(
+            self.app,
+            "after_switch",
+            self.release,
+            self.settings,
+            self.after_switch,
+            run=self.run_command,
+            event=event,
+            extra_env={"ASGI_OPERATION": self.operation},
+        )
 
     def switch_and_restart_main(self, prior):
         app, units = self.app, self.app.units

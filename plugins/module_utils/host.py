@@ -29,6 +29,17 @@ import time
 AUDIT_MAX_BYTES = 4 * 1024 * 1024
 
 
+def app_argument_spec(**more):
+    """The options every module shares (documented by the asgi.deploy.app doc fragment), plus its own."""
+    return dict(app=dict(type="str", required=True), base_dir=dict(type="path", default="/srv"), **more)
+
+
+# The audit line's run, actor and host (the asgi.deploy.app.audit doc fragment).
+AUDIT_ARGUMENT_SPEC = dict(
+    run=dict(type="str", default=""), actor=dict(type="str", default=""), host=dict(type="str", default="")
+)
+
+
 class App:
     """Paths and unit names of one app; every directory is configurable for tests."""
 

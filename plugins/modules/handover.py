@@ -25,15 +25,10 @@ description:
   - Appends one JSON line per handover (success or not) to C(<base>/<app>/deploys.log), in one write.
   - A host that already runs the release with the settings, healthy, is left alone unless O(force=true).
 author: asgi.deploy maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - asgi.deploy.app
+  - asgi.deploy.app.audit
 options:
-  app:
-    description: Name of the app.
-    type: str
-    required: true
-  base_dir:
-    description: Directory holding C(<app>/releases), C(current), C(next).
-    type: path
-    default: /srv
   release:
     description: The release to run (a finished release on the host).
     type: str
@@ -51,18 +46,6 @@ options:
     description: What is recorded in the audit log (C(deploy), C(rollback), C(recover)).
     type: str
     default: deploy
-  run:
-    description: The run id, for the audit log.
-    type: str
-    default: ""
-  actor:
-    description: Who runs it, for the audit log.
-    type: str
-    default: ""
-  host:
-    description: Inventory name of the host, for the audit log and messages.
-    type: str
-    default: ""
   readiness_path:
     description: Path that answers 200 once an instance can serve.
     type: str
@@ -93,6 +76,13 @@ options:
     description: Hand over even when the host already runs the release with the settings.
     type: bool
     default: false
+  after_switch:
+    description:
+      - A command run once the host switched and passed its gate (a smoke test), as the app runs and from the release
+        (see M(asgi.deploy.hook)), with C(ASGI_OPERATION) set to O(operation). When it fails the host goes back as on a
+        failed gate, and the step is C(after switch). Empty runs nothing.
+    type: str
+    default: ""
   unlock:
     description:
       - Once the host is handed over, release the deploy lock O(run) holds on it (see M(asgi.deploy.lock)), in the
@@ -166,29 +156,26 @@ unlocked:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate
 from ansible_collections.asgi.deploy.plugins.module_utils.handover import Handover, HandoverFailed, describe_change
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App
+from ansible_collections.asgi.deploy.plugins.module_utils.host import AUDIT_ARGUMENT_SPEC, App, app_argument_spec
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import release
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type="str", required=True),
-            base_dir=dict(type="path", default="/srv"),
+        argument_spec=app_argument_spec(
             release=dict(type="str", required=True),
             settings=dict(type="str", required=True),
             strategy=dict(type="str", choices=["handover", "restart"], default="handover"),
             operation=dict(type="str", default="deploy"),
-            run=dict(type="str", default=""),
-            actor=dict(type="str", default=""),
-            host=dict(type="str", default=""),
+            **AUDIT_ARGUMENT_SPEC,
             readiness_path=dict(type="str", default="/readyz"),
             readiness_timeout=dict(type="int", default=60),
             check_version=dict(type="bool", default=False),
             start_cpu_weight=dict(type="int", default=20),
             start_nice=dict(type="int", default=10),
             force=dict(type="bool", default=False),
+            after_switch=dict(type="str", default=""),
             unlock=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
@@ -210,6 +197,7 @@ def main():
         start_cpu_weight=p["start_cpu_weight"],
         start_nice=p["start_nice"],
         force=p["force"],
+        after_switch=p["after_switch"],
     )
     if module.check_mode:
         prior = machine.snapshot()

@@ -18,15 +18,9 @@ description:
     leave C(lock) and C(unlock) lines.
   - With O(state=present), also returns the host's state read under the lock (see M(asgi.deploy.state)).
 author: asgi.deploy maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - asgi.deploy.app
 options:
-  app:
-    description: Name of the app.
-    type: str
-    required: true
-  base_dir:
-    description: Directory holding C(<app>/).
-    type: path
-    default: /srv
   state:
     description: C(present) takes the lock, C(absent) releases it.
     type: str
@@ -120,7 +114,7 @@ host_state:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App
+from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import read_state
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import LockHeld, describe, read_lock, release, take
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
@@ -128,9 +122,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type="str", required=True),
-            base_dir=dict(type="path", default="/srv"),
+        argument_spec=app_argument_spec(
             state=dict(type="str", choices=["present", "absent"], default="present"),
             run=dict(type="str", required=True),
             actor=dict(type="str", default=""),

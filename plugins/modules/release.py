@@ -21,15 +21,9 @@ description:
   - Used through its action plugin, which builds the wheelhouse for the host's Python on the controller (once, by
     content) and ships it and the app wheel only when the host lacks them.
 author: asgi.deploy maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - asgi.deploy.app
 options:
-  app:
-    description: Name of the app.
-    type: str
-    required: true
-  base_dir:
-    description: Directory holding C(<app>/releases).
-    type: path
-    default: /srv
   release_id:
     description: The release to build (C(<version>-<hash>)).
     type: str
@@ -163,6 +157,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.build import (
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     App,
     Busy,
+    app_argument_spec,
     link_target,
     operation_lock,
     python_info,
@@ -177,9 +172,7 @@ def ids(name, group):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type="str", required=True),
-            base_dir=dict(type="path", default="/srv"),
+        argument_spec=app_argument_spec(
             release_id=dict(type="str", required=True),
             manifest=dict(type="dict", default={}),
             requirements=dict(type="str", default=""),

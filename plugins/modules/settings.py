@@ -18,15 +18,9 @@ description:
   - Nothing starts using the set here - M(asgi.deploy.handover) installs its units, on the temporary instance first.
   - Removes sets that no installed unit uses, beyond the O(keep) newest.
 author: asgi.deploy maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - asgi.deploy.app
 options:
-  app:
-    description: Name of the app.
-    type: str
-    required: true
-  base_dir:
-    description: Directory holding C(<app>/) (where the applied digest is recorded).
-    type: path
-    default: /srv
   digest:
     description: Digest naming the set (hex); the same inputs always give the same digest.
     type: str
@@ -47,6 +41,13 @@ options:
     description: Run C(systemd-analyze verify) on the unit files.
     type: bool
     default: true
+  user:
+    description:
+      - The service user. When the set has credentials (files under C(credentials/)), a transient unit checks that
+        this host's systemd can hand one to this user (C(LoadCredential=)), so that a host that cannot fails here,
+        before any switch, rather than at the app's first request.
+    type: str
+    default: ""
 attributes:
   check_mode:
     support: full
@@ -91,8 +92,13 @@ import grp
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App, read_text
-from ansible_collections.asgi.deploy.plugins.module_utils.settings import SettingsInvalid, prune, stage
+from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec, read_text
+from ansible_collections.asgi.deploy.plugins.module_utils.settings import (
+    SettingsInvalid,
+    credential_probe,
+    prune,
+    stage,
+)
 
 
 def diff_against_applied(app, files):
@@ -117,14 +123,13 @@ def diff_against_applied(app, files):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type="str", required=True),
-            base_dir=dict(type="path", default="/srv"),
+        argument_spec=app_argument_spec(
             digest=dict(type="str", required=True),
             files=dict(type="dict", required=True, no_log=True),
             group=dict(type="str", default="root"),
             keep=dict(type="int", default=3),
             verify=dict(type="bool", default=True),
+            user=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
@@ -146,7 +151,8 @@ def main():
         gid = 0
     diff = diff_against_applied(app, files) if module._diff else []
     try:
-        changed = stage(app, p["digest"], files, gid=gid, verify=p["verify"], check_mode=module.check_mode)
+        probe = credential_probe(p["user"], p["group"]) if p["user"] else None
+        changed = stage(app, p["digest"], files, gid=gid, verify=p["verify"], check_mode=module.check_mode, probe=probe)
     except SettingsInvalid as exc:
         module.fail_json(msg=f"settings: {exc}")
     pruned = prune(app, p["keep"], also_keep=[p["digest"]], check_mode=module.check_mode)

@@ -19,15 +19,9 @@ description:
   - With O(release), also says whether the host needs a change to run that release with O(settings), and why.
   - Changes nothing.
 author: asgi.deploy maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - asgi.deploy.app
 options:
-  app:
-    description: Name of the app.
-    type: str
-    required: true
-  base_dir:
-    description: Directory holding C(<app>/releases), C(current), C(next).
-    type: path
-    default: /srv
   python:
     description: Interpreter the releases are built with, described in RV(python).
     type: path
@@ -159,16 +153,14 @@ needs:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App
+from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import needs, read_state
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type="str", required=True),
-            base_dir=dict(type="path", default="/srv"),
+        argument_spec=app_argument_spec(
             python=dict(type="path", default="/usr/bin/python3"),
             release=dict(type="str", default=""),
             settings=dict(type="str", default=""),

@@ -27,6 +27,14 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # Options of the asgi role that say what to build, not how it runs: not part of the settings.
 BUILD_INPUTS = ("asgi_lockfile", "asgi_app_source", "asgi_app_wheel")
+# Hooks shape a run, not what the units run: changing one is no settings change.
+RUN_INPUTS = (
+    "asgi_before_switch",
+    "asgi_before_switch_on",
+    "asgi_after_switch",
+    "asgi_after_deploy",
+    "asgi_rollback_before_switch",
+)
 
 
 def role_spec(role):
@@ -109,7 +117,7 @@ def settings_digest(options, templates):
     shaped = {
         k: v
         for k, v in options.items()
-        if (k.startswith("service_") or k.startswith("asgi_")) and k not in BUILD_INPUTS
+        if (k.startswith("service_") or k.startswith("asgi_")) and k not in BUILD_INPUTS + RUN_INPUTS
     }
     secrets = shaped.pop("service_secrets", None) or {}
     # Secrets count by their digest only: the settings digest is written to the audit log.

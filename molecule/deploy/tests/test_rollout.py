@@ -16,13 +16,18 @@ PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 PLAYBOOKS = PROJECT / "playbooks"
 REPORT = PROJECT / "build/reports/deploy-load.json"
 TARGETS = [f"http://127.0.0.1:{port}" for port in (18081, 18082, 18083)]
+SOURCES = PROJECT / "build/molecule-deploy"
 PHASES = [
     ("steady", "status.yml", {}),
     ("redeploy_v1_no_change", "deploy.yml", {"version": "1.0.0"}),
-    ("deploy_v2_handover", "deploy.yml", {"version": "2.0.0"}),
+    ("deploy_v2_handover", "deploy.yml", {"version": "2.0.0", "app_source": str(SOURCES / "app-2.0.0")}),
     ("rollback_v1_handover", "rollback.yml", {"version": "1.0.0"}),
     ("rollback_v2_handover", "rollback.yml", {"version": "2.0.0"}),
-    ("deploy_v3_restart", "deploy.yml", {"version": "3.0.0", "strategy": "restart"}),
+    (
+        "deploy_v3_restart",
+        "deploy.yml",
+        {"version": "3.0.0", "app_source": str(SOURCES / "app-3.0.0"), "strategy": "restart"},
+    ),
 ]
 _RESULTS = {}
 _OUTPUTS = {}
@@ -75,7 +80,7 @@ def test_a_deploy_of_the_live_release_skips_every_host_after_one_probe(phases):
     assert "changed=0" in output
     assert "changed=1" not in output
     # Nothing past the checks ran: no lock, no build, no settings, no handover.
-    assert output.count("skipping: no hosts matched") == 2
+    assert output.count("skipping: no hosts matched") == 3
     assert "TASK [asgi.deploy.rollout : Roll | Hand over" not in output
     assert "TASK [asgi.deploy.release : Build | Build the release" not in output
 
@@ -85,10 +90,15 @@ def test_each_host_ends_on_the_last_deployed_release(host, phases):
     assert live.startswith("releases/3.0.0-")
     version = json.loads(host.run("curl -fsS http://127.0.0.1:8000/version").stdout)
     assert version["release_id"] == live.removeprefix("releases/")
+    # Read from the file the collection named in ASGI_RELEASE_MANIFEST: the release itself, not a moving link.
+    assert version["manifest"] == f"/srv/demo/{live}/release.json"
 
 
 def test_the_audit_log_has_a_line_per_handover(host, phases):
-    lines = [json.loads(line) for line in host.file("/srv/demo/deploys.log").content_string.splitlines()]
+    events = [json.loads(line) for line in host.file("/srv/demo/deploys.log").content_string.splitlines()]
+    # Each handover once; each run's lock taken and released around it.
+    lines = [e for e in events if "to" in e]
+    assert {e["event"] for e in events} - {"deploy", "rollback"} <= {"lock", "unlock"}
     moves = [(line["event"], line["to"].split("-")[0], line["strategy"], line["result"]) for line in lines]
     assert moves == [
         ("deploy", "1.0.0", "initial", "success"),

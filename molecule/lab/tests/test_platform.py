@@ -55,3 +55,16 @@ def test_probe_units_pass_systemd_verify(host):
         "systemd-analyze verify --man=no /etc/systemd/system/lab-probe.socket /etc/systemd/system/lab-probe.service"
     )
     assert cmd.rc == 0, cmd.stderr
+
+
+def test_a_service_user_gets_its_credentials_as_on_a_host(host):
+    # systemd hands credentials through a mount under /run/credentials, which needs
+    # /run to be a shared mount (the image's run-shared.service makes it one).
+    assert host.run("findmnt -n -o PROPAGATION /run").stdout.strip() == "shared"
+    host.run_expect([0], "install -D -m 0600 /dev/null /tmp/lab-credential && printf 's3cret\\n' > /tmp/lab-credential")
+    read = host.run(
+        "systemd-run --quiet --wait --pipe --collect -p DynamicUser=yes -p PrivateUsers=yes "
+        "-p LoadCredential=token:/tmp/lab-credential /bin/sh -c 'cat \"$CREDENTIALS_DIRECTORY/token\"'"
+    )
+    assert read.rc == 0, read.stderr
+    assert read.stdout == "s3cret\n"

@@ -82,6 +82,8 @@ def test_the_settings_digest_follows_the_settings_but_not_the_build_inputs_and_n
     assert base != options.settings_digest({**GOOD, "service_timeout": 31}, "t1")
     assert base != options.settings_digest(GOOD, "t2")
     assert base == options.settings_digest({**GOOD, "asgi_lockfile": "other"}, "t1")
+    # A hook shapes a run, not what the units run.
+    assert base == options.settings_digest({**GOOD, "asgi_before_switch": "python -m app.migrate"}, "t1")
     assert base != options.settings_digest({**GOOD, "service_secrets": {"db.password": "y"}}, "t1")
 
 

@@ -327,3 +327,48 @@ def test_a_systemd_error_mid_way_is_reverted_like_a_failed_gate(live, systemd, c
 def test_an_unknown_strategy_is_refused(app, systemd, clock):
     with pytest.raises(ValueError, match="strategy"):
         machine(app, systemd, clock, strategy="yolo")
+
+
+class HookRun:
+    """systemd-run, as far as a hook sees it: records the command line, exits with ``rc``."""
+
+    def __init__(self, rc):
+        self.rc, self.argv = rc, None
+
+    def __call__(self, argv, **kwargs):
+        self.argv = argv
+        return type("Result", (), {"returncode": self.rc, "stdout": "smoke: GET /health -> 500\n", "stderr": ""})()
+
+
+def test_an_after_switch_hook_runs_last_as_part_of_the_gate(live, systemd, clock):
+    app, hook = live, HookRun(0)
+    result = machine(app, systemd, clock, after_switch="curl -fsS http://127.0.0.1:8000/", run_command=hook).run()
+    assert result["result"] == "success" and [step for step, _ in result["steps"]][-2:] == ["stop next", "after switch"]
+    assert hook.argv[-3:] == ["/bin/sh", "-c", "curl -fsS http://127.0.0.1:8000/"]
+    assert "Environment=ASGI_OPERATION=deploy" in hook.argv and f"WorkingDirectory={app.release_dir(NEW)}" in hook.argv
+    hook_line, handover_line = audit(app)[-2:]
+    assert (hook_line["event"], hook_line["hook"], hook_line["result"], hook_line["release"]) == (
+        "hook",
+        "after_switch",
+        "success",
+        NEW,
+    )
+    assert handover_line["result"] == "success"
+
+
+def test_a_failing_after_switch_hook_takes_the_host_back_like_a_failed_gate(live, systemd, clock):
+    app = live
+    with pytest.raises(HandoverFailed) as failed:
+        machine(app, systemd, clock, after_switch="./smoke-test", run_command=HookRun(1)).run()
+    assert failed.value.step == "after switch"
+    assert "GET /health -> 500" in str(failed.value) and f"back on {OLD}" in str(failed.value)
+    assert links(app) == {"current": OLD, "previous": "", "next": OLD}
+    main = systemd.unit(app.units["main"])
+    assert (main["ActiveState"], main["release"]) == ("active", OLD)
+    assert [line.get("result") for line in audit(app)[-2:]] == ["failed", "reverted"]
+
+
+def test_no_after_switch_hook_runs_nothing(live, systemd, clock):
+    hook = HookRun(0)
+    machine(live, systemd, clock, run_command=hook).run()
+    assert hook.argv is None

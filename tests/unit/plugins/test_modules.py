@@ -10,9 +10,10 @@ import sys
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
+from ansible_collections.asgi.deploy.plugins.module_utils import hooks as hooks_utils
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App, link_target, read_text
-from ansible_collections.asgi.deploy.plugins.modules import handover, lock, release, settings, state
+from ansible_collections.asgi.deploy.plugins.modules import handover, hook, lock, release, settings, state
 from fakes import FakeSystemd, make_release, stage_settings
 
 OLD, NEW = "1.0.0-aaaa1111", "2.0.0-bbbb2222"
@@ -23,7 +24,7 @@ def host(tmp_path, monkeypatch, app):
     """Point every module at the test's directories and systemd model."""
     fake = FakeSystemd(app)
     bound = functools.partial(App, config_dir=app.config.rsplit("/", 1)[0], unit_dir=app.unit_dir, run_dir=app.run_dir)
-    for module in (handover, lock, release, settings, state):
+    for module in (handover, hook, lock, release, settings, state):
         monkeypatch.setattr(module, "App", bound, raising=False)
         monkeypatch.setattr(module, "Systemd", lambda: fake, raising=False)
     return fake
@@ -112,3 +113,24 @@ def test_release_never_rebuilds_a_finished_release_and_can_switch_to_it(app, hos
     assert result["rc"] == 0 and result["built"] is False and result["changed"]
     assert link_target(app.link("current")) == NEW
     assert read_text(os.path.join(app.release_dir(NEW), "release.json"))
+
+
+def test_hook_runs_as_the_app_is_audited_and_fails_with_the_output(app, host, capsys, monkeypatch):
+    make_release(app, NEW)
+    stage_settings(app, "1" * 32)
+    ran = []
+
+    def systemd_run(argv, **kwargs):
+        ran.append(argv)
+        rc = 0 if argv[-1] == "true" else 4
+        return type("Result", (), {"returncode": rc, "stdout": "migrating\n", "stderr": "no such table\n"})()
+
+    monkeypatch.setattr(hooks_utils.subprocess, "run", systemd_run)
+    args = {**base(app), "name": "before_switch", "release": NEW, "settings": "1" * 32, "operation": "rollback"}
+    checked = run(hook, capsys, **args, command="true", _ansible_check_mode=True)
+    assert checked["changed"] and not ran
+    done = run(hook, capsys, **args, command="true")
+    assert done["rc"] == 0 and done["result"] == "success" and "Environment=ASGI_OPERATION=rollback" in ran[-1]
+    failed = run(hook, capsys, **args, command="python -m app.migrate")
+    assert failed["rc"] == 1 and failed["result"] == "failed" and "no such table" in failed["msg"]
+    assert [json.loads(line)["result"] for line in read_text(app.audit).splitlines()] == ["success", "failed"]

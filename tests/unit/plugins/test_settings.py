@@ -36,6 +36,19 @@ def test_a_set_that_does_not_compile_never_lands(app):
     assert os.listdir(app.settings_root) == []
 
 
+@pytest.mark.parametrize("directive", ["Nise=5", "MemoryMax=lots"])
+def test_a_unit_with_a_directive_systemd_would_ignore_never_lands(app, directive):
+    # The real systemd-analyze: it exits 0 on these, and only warns.
+    bad = {**FILES, "units/demo.service": {"content": f"[Service]\nExecStart=/bin/true\n{directive}\n"}}
+    with pytest.raises(settings.SettingsInvalid, match=directive.split("=")[0] + "|" + directive.split("=")[1]):
+        settings.stage(app, D1, bad, gid=os.getgid(), verify=True)
+    assert os.listdir(app.settings_root) == []
+
+
+def test_a_valid_unit_passes_systemd_analyze(app):
+    assert settings.stage(app, D1, FILES, gid=os.getgid(), verify=True)
+
+
 def test_a_set_edited_by_hand_is_replaced_whole(app):
     settings.stage(app, D1, FILES, gid=os.getgid(), verify=False)
     with open(os.path.join(app.settings_dir(D1), "gunicorn.conf.py"), "w") as stream:
@@ -71,3 +84,29 @@ def test_prune_keeps_the_sets_the_units_use(app):
     removed = settings.prune(app, keep=1, also_keep=[D2])
     assert set(os.listdir(app.settings_root)) >= {D1, D2}
     assert ".staging-x" in removed and len(os.listdir(app.settings_root)) == 3
+
+
+class Run:
+    def __init__(self, rc, stderr=""):
+        self.rc, self.stderr, self.argv = rc, stderr, None
+
+    def __call__(self, argv, **kwargs):
+        self.argv = argv
+        return type("Result", (), {"returncode": self.rc, "stderr": self.stderr, "stdout": ""})()
+
+
+def test_a_host_that_cannot_hand_credentials_to_the_user_is_refused_before_the_set_lands(app):
+    run = Run(1, "Permission denied")
+    probe = settings.credential_probe("demo", "demo", run=run)
+    with pytest.raises(settings.SettingsInvalid, match=r"cannot hand a credential to demo .*environment_file"):
+        settings.stage(app, D1, FILES, gid=os.getgid(), verify=False, probe=probe)
+    assert not os.path.exists(app.settings_dir(D1))
+    assert "User=demo" in run.argv and "PrivateUsers=yes" in run.argv
+    assert any(arg.startswith("LoadCredential=probe:") and arg.endswith("/credentials/token") for arg in run.argv)
+
+
+def test_a_set_with_credentials_lands_when_the_probe_reads_one(app):
+    assert settings.stage(
+        app, D1, FILES, gid=os.getgid(), verify=False, probe=settings.credential_probe("demo", "demo", run=Run(0))
+    )
+    assert os.path.isdir(app.settings_dir(D1))
