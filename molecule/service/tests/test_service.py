@@ -273,7 +273,7 @@ def test_a_secret_as_a_credential_reaches_the_service_user_and_stays_out_of_the_
     mode = host.run("nsenter -t %s -m -- stat -c %%a %s", pid, path)
     assert mode.rc == 0 and int(mode.stdout, 8) & 0o007 == 0, (mode.stdout, mode.stderr)
     user = host.user("other")
-    read = host.run("nsenter -t %s -a -S %s -G %s -- cat %s", pid, user.uid, user.gid, path)
+    read = host.run("nsenter -t %s -a -S %s -G %s -- cat %s", pid, str(user.uid), str(user.gid), path)
     assert (read.rc, read.stdout) == (0, secret), read.stderr
     assert host.run("nsenter -t %s -m -- cat %s/db_password", pid, environ["CREDENTIALS_DIRECTORY"]).stdout == secret
 
