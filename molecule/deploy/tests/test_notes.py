@@ -153,6 +153,17 @@ def switches(load, since):
     return found
 
 
+def assert_stopped_before_any_switch(run, *said):
+    """The run failed, said why, served every request, and left every host on 1.0.0, unlocked."""
+    assert run["rc"] != 0
+    for words in (*said, "No host was switched"):
+        assert words in run["said"], (words, run["said"][-3000:])
+    assert run["during"]["failures"] == 0, run["during"]
+    for name in HOSTS:
+        assert live(name).startswith("1.0.0-"), name
+        assert not on(name).file("/srv/notes/deploy.lock").exists
+
+
 def test_the_first_deploy_serves_the_app_and_its_secret_on_every_host(runs):
     first = runs["first deploy 1.0.0 (uv.lock)"]
     assert first["rc"] == 0, first["said"][-3000:]
@@ -187,15 +198,11 @@ def test_each_host_runs_the_release_it_was_given_and_says_so_in_its_journal(runs
 
 
 def test_a_release_broken_at_import_is_stopped_before_any_host_switches(runs):
-    broken = runs["deploy 3.0.0, broken at import"]
-    assert broken["rc"] != 0
-    assert "could not be built on this host at import check" in broken["said"], broken["said"][-3000:]
-    assert "notes 3.0.0 breaks at import" in broken["said"]
-    assert "No host was switched" in broken["said"]
-    assert broken["during"]["failures"] == 0, broken["during"]
-    for name in HOSTS:
-        assert live(name).startswith("1.0.0-"), name
-        assert not on(name).file("/srv/notes/deploy.lock").exists
+    assert_stopped_before_any_switch(
+        runs["deploy 3.0.0, broken at import"],
+        "could not be built on this host at import check",
+        "notes 3.0.0 breaks at import",
+    )
 
 
 def test_the_reference_app_beside_it_was_never_touched(runs):
@@ -224,15 +231,9 @@ def test_the_hooks_ran_as_the_app_in_order_and_the_audit_says_each_result(runs):
 
 
 def test_a_failing_migration_stops_the_deploy_before_any_host_switches(runs):
-    failed = runs["deploy 2.0.0, its migration fails"]
-    assert failed["rc"] != 0
-    assert "hook before_switch failed (exit 1)" in failed["said"], failed["said"][-3000:]
-    assert "knows schemas up to 2, not 3" in failed["said"]
-    assert "No host was switched" in failed["said"]
-    assert failed["during"]["failures"] == 0, failed["during"]
-    for name in HOSTS:
-        assert live(name).startswith("1.0.0-"), name
-        assert not on(name).file("/srv/notes/deploy.lock").exists
+    assert_stopped_before_any_switch(
+        runs["deploy 2.0.0, its migration fails"], "hook before_switch failed (exit 1)", "knows schemas up to 2, not 3"
+    )
 
 
 def test_the_state_directory_outlives_a_deploy_and_a_rollback_and_follows_the_migrations(runs):
