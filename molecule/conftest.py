@@ -87,13 +87,17 @@ def run_playbook(playbook, extra_vars=None, limit=None, args=()):
     return result
 
 
+def state(pid):
+    """The process's state letter (R, S, T stopped, Z zombie, ...), or "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def alive(pid):
     """Running, not a zombie waiting for its (new) parent to reap it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    return state(pid) not in ("", "Z")
 
 
 def descendants(pid):
@@ -144,8 +148,22 @@ class Background:
         return _wait_for(seen, timeout=timeout, interval=0.05, what=f"{text!r} on the playbook's output")
 
     def kill(self):
-        """SIGKILL the playbook and every process it started (never anything else)."""
-        victims = [self.proc.pid, *descendants(self.proc.pid)]
+        """SIGKILL the playbook and every process it started (never anything else).
+
+        Ansible forks a worker per task and host: one forked between a listing and the kill would outlive
+        it (orphaned, out of reach). So every process is stopped first, until a listing finds nothing new
+        and all of them stopped; then all are killed."""
+        victims = [self.proc.pid]
+        deadline = time.monotonic() + 30
+        while True:
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            found = [self.proc.pid, *descendants(self.proc.pid)]
+            if set(found) <= set(victims) and all(state(pid) in ("T", "Z", "") for pid in victims):
+                break
+            assert time.monotonic() < deadline, f"could not stop the run's processes: {found}"
+            victims = sorted(set(victims) | set(found))
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
