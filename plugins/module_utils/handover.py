@@ -346,7 +346,10 @@ class Handover:
         socket_step = "replace sockets" in reached
         if first:
             # Stopped while their unit files are still there to name them; then the files go as they came.
-            attempt("stop the units", systemd.stop, units["main"], units["main_probe"], units["socket"])
+            # Sockets first: a connection arriving on a listening socket would start main again and cancel
+            # its stop job.
+            attempt("stop the sockets", systemd.stop, units["socket"], units["main_probe"])
+            attempt("stop the units", systemd.stop, units["main"])
             attempt("reset failed units", systemd.reset_failed, units["main"], units["next"])
             attempt("disable the units", systemd.disable, units["main"], units["main_probe"], units["socket"])
             attempt("restore current and previous", self.restore_links, prior)

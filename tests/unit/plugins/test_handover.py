@@ -74,6 +74,9 @@ def test_a_failed_first_deploy_leaves_the_units_stopped_and_nothing_live(app, sy
     assert systemd.unit(app.units["main"])["ActiveState"] == "inactive"
     assert systemd.unit(app.units["socket"])["ActiveState"] == "inactive"
     assert app.units["main"] not in systemd.enabled
+    # Sockets stopped before main: a connection on a listening socket would start main again.
+    stops = [call for call in systemd.calls if call[0] == "stop"]
+    assert stops[-2:] == [("stop", app.units["socket"], app.units["main_probe"]), ("stop", app.units["main"])]
     assert audit(app)[-1]["result"] == "failed"
     # A corrected release deploys as a first deploy again.
     systemd.broken.clear()
