@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 import testinfra
 
+# The collection's own /proc walk (pyproject puts .collections on the path).
+from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
+
 JOURNAL_LINES = 60
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -100,24 +103,6 @@ def alive(pid):
     return state(pid) not in ("", "Z")
 
 
-def descendants(pid):
-    """Every process below ``pid`` (Ansible's workers start sessions of their own: a process group misses them)."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 class Background:
     """An ansible-playbook run the test can watch (its output goes to a file) and SIGKILL, with every process
     it started, by PID."""
@@ -159,7 +144,7 @@ class Background:
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
-            found = [self.proc.pid, *descendants(self.proc.pid)]
+            found = [self.proc.pid, *Systemd().descendants(self.proc.pid)]
             if set(found) <= set(victims) and all(state(pid) in ("T", "Z", "") for pid in victims):
                 break
             assert time.monotonic() < deadline, f"could not stop the run's processes: {found}"

@@ -254,7 +254,7 @@ class Handover:
         if self.set_unit(units["next"]) | self.set_unit(units["next_probe"]):
             self.systemd.daemon_reload()
         # An instance left running by an interrupted run is not the one we gate.
-        self.systemd.stop(units["next"])
+        self.systemd.stop_for_good(units["next"], units["next_probe"])
         self.systemd.reset_failed(units["next"], units["next_probe"])
 
     def start_weighted(self, unit):
@@ -346,11 +346,17 @@ class Handover:
         socket_step = "replace sockets" in reached
         if first:
             # Stopped while their unit files are still there to name them; then the files go as they came.
-            # Sockets first: a connection arriving on a listening socket would start main again and cancel
-            # its stop job.
-            attempt("stop the sockets", systemd.stop, units["socket"], units["main_probe"])
-            attempt("stop the units", systemd.stop, units["main"])
-            attempt("reset failed units", systemd.reset_failed, units["main"], units["next"])
+            # One irreversible transaction: a connection queued on a socket would start main again, and
+            # that start would pull the sockets back up.
+            attempt("stop the units", systemd.stop_for_good, units["socket"], units["main_probe"], units["main"])
+            attempt(
+                "reset failed units",
+                systemd.reset_failed,
+                units["main"],
+                units["next"],
+                units["socket"],
+                units["main_probe"],
+            )
             attempt("disable the units", systemd.disable, units["main"], units["main_probe"], units["socket"])
             attempt("restore current and previous", self.restore_links, prior)
             if self.restore_units():
@@ -385,7 +391,7 @@ class Handover:
             if "gate next" in self.done:
                 errors.append("{} keeps serving {}".format(units["next"], self.release))
             return "; ".join(errors)
-        attempt("stop next", systemd.stop, units["next"])
+        attempt("stop next", systemd.stop_for_good, units["next"], units["next_probe"])
         attempt("reset next", systemd.reset_failed, units["next"], units["next_probe"])
         attempt("restore next", swap_link, app.link("next"), prior["next"] or prior["current"])
         return "; ".join(errors)

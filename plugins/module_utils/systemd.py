@@ -58,6 +58,13 @@ class Systemd:
     def stop(self, *units):
         self._run("systemctl", "stop", *units)
 
+    def stop_for_good(self, *units):
+        """Stop in one transaction whose jobs nothing may replace until they are done.
+
+        A socket with a connection queued (under load, or a readiness probe) starts its service again as
+        soon as the service dies; that start pulls the socket back up and cancels its stop job."""
+        self._run("systemctl", "stop", "--job-mode=replace-irreversibly", *units)
+
     def stop_no_block(self, *units):
         """Queue the stop and return: the unit drains on its own."""
         self._run("systemctl", "stop", "--no-block", *units)

@@ -56,6 +56,15 @@ def active(name, unit):
     return on(name).run("systemctl is-active %s", unit).stdout.strip()
 
 
+def units_report(name, since):
+    """What systemd did to the app's units since ``since`` (epoch seconds on the host), for a failure message."""
+    command = (
+        "systemctl status --no-pager -n0 'demo*'; journalctl --no-pager -o short-precise --since @%s"
+        " _PID=1 + UNIT=demo.service + UNIT=demo.socket | tail -n 80"
+    )
+    return on(name).run(command, since).stdout
+
+
 def main_pid(name, unit="demo.service"):
     return int(on(name).run("systemctl show -p MainPID --value %s", unit).stdout.strip() or 0)
 
@@ -115,6 +124,24 @@ def deploy(playbook, version, **extra):
     result = playbook(DEPLOY, {"version": version, "app_source": source(version), **extra})
     result.said = " ".join((result.stdout + result.stderr).split())
     return result
+
+
+def during_web2_handover(case, target, inject):
+    """Deploy ``target`` in the background, ``inject()`` once faults-web2 is handing over, wait for the deploy."""
+    run = Background(DEPLOY, {"version": target, "app_source": source(target)})
+    try:
+        _wait_for(
+            lambda: active("faults-web2", "demo-next.service") == "active",
+            timeout=300,
+            interval=0.05,
+            what="a handover on faults-web2",
+        )
+        inject()
+        code = run.wait(timeout=600)
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+    case.note(deploy_rc=code)
 
 
 def converge(playbook, version, **extra):
@@ -245,23 +272,14 @@ def test_of_two_deploys_started_together_one_runs_and_the_other_changes_nothing(
 def test_a_master_killed_during_a_handover_fails_no_more_than_its_requests_in_flight(load, playbook, instance):
     target = other(fleet_version())
     with Case(load, f"sigkill gunicorn master of {instance}") as case:
-        run = Background(DEPLOY, {"version": target, "app_source": source(target)})
-        try:
-            _wait_for(
-                lambda: active("faults-web2", "demo-next.service") == "active",
-                timeout=300,
-                interval=0.05,
-                what="a handover on faults-web2",
-            )
+
+        def kill_master():
             pid = main_pid("faults-web2", instance)
             assert pid, instance
             on("faults-web2").run_expect([0], "kill -9 %s", str(pid))
             case.note(killed=instance, pid=pid)
-            code = run.wait(timeout=600)
-        finally:
-            if run.proc.poll() is None:
-                run.kill()
-        case.note(deploy_rc=code)
+
+        during_web2_handover(case, target, kill_master)
         converge(playbook, target)
     web2 = CASES[case.name]["hosts"]["faults-web2"]
     assert "ConnectionRefusedError" not in web2["errors"], web2
@@ -303,17 +321,20 @@ def test_a_failed_first_deploy_leaves_the_units_stopped_and_a_good_one_repairs_t
     host = on("faults-web3")
     host.run_expect(
         [0],
-        "systemctl disable --now demo.socket demo-probe.socket demo.service demo-next.service 2>/dev/null; "
+        "systemctl stop --job-mode=replace-irreversibly demo.socket demo-probe.socket demo.service"
+        " demo-next.service demo-next-probe.socket; systemctl disable demo.socket demo-probe.socket demo.service; "
         "rm -rf /srv/demo /etc/asgi-deploy/demo /etc/systemd/system/demo*; systemctl daemon-reload",
     )
+    assert "active" not in {active("faults-web3", unit) for unit in ("demo.service", "demo.socket")}
+    since = host.run("date +%s").stdout.strip()
     with Case(load, "broken first deploy of an empty host") as case:
         failed = playbook(DEPLOY, {"version": "9.2.0", "app_source": source("9.2.0")}, limit="faults-web3")
         said = " ".join((failed.stdout + failed.stderr).split())
         assert failed.returncode != 0
         # The failure's own message, not the journal tail that ends it.
         assert "first deploy: its units are stopped" in said, said[said.find("fatal:") :][:3000]
-        assert active("faults-web3", "demo.service") != "active"
-        assert active("faults-web3", "demo.socket") != "active"
+        assert active("faults-web3", "demo.service") != "active", units_report("faults-web3", since)
+        assert active("faults-web3", "demo.socket") != "active", units_report("faults-web3", since)
         assert host.run("readlink /srv/demo/current").rc != 0
         good = fleet_version(["faults-web1", "faults-web2"])
         repaired = playbook(DEPLOY, {"version": good, "app_source": source(good)}, limit="faults-web3")
@@ -351,21 +372,12 @@ def test_settings_that_fail_at_start_are_gated_on_next_and_main_keeps_its_own(lo
 def test_a_host_restarted_mid_rollout_and_a_forced_rerun_converges(load, playbook):
     target = other(fleet_version())
     with Case(load, "host restarted mid-rollout") as case:
-        run = Background(DEPLOY, {"version": target, "app_source": source(target)})
-        try:
-            _wait_for(
-                lambda: active("faults-web2", "demo-next.service") == "active",
-                timeout=300,
-                interval=0.05,
-                what="the handover of faults-web2",
-            )
+
+        def restart_web2():
             subprocess.run(["podman", "restart", "--time", "0", "faults-web2"], check=True, capture_output=True)
             case.note(restarted="faults-web2")
-            code = run.wait(timeout=600)
-        finally:
-            if run.proc.poll() is None:
-                run.kill()
-        case.note(deploy_rc=code)
+
+        during_web2_handover(case, target, restart_web2)
         _wait_for(
             lambda: on("faults-web2").run("systemctl is-system-running").stdout.strip() in ("running", "degraded"),
             timeout=120,

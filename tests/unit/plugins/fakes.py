@@ -121,6 +121,11 @@ class FakeSystemd:
         for name in units:
             self.unit(name).update(ActiveState="inactive", SubState="dead", MainPID=0)
 
+    def stop_for_good(self, *units):
+        self._check("stop-for-good", units)
+        for name in units:
+            self.unit(name).update(ActiveState="inactive", SubState="dead", MainPID=0)
+
     def stop_no_block(self, *units):
         self.stop(*units)
 

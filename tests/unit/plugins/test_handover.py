@@ -74,9 +74,9 @@ def test_a_failed_first_deploy_leaves_the_units_stopped_and_nothing_live(app, sy
     assert systemd.unit(app.units["main"])["ActiveState"] == "inactive"
     assert systemd.unit(app.units["socket"])["ActiveState"] == "inactive"
     assert app.units["main"] not in systemd.enabled
-    # Sockets stopped before main: a connection on a listening socket would start main again.
-    stops = [call for call in systemd.calls if call[0] == "stop"]
-    assert stops[-2:] == [("stop", app.units["socket"], app.units["main_probe"]), ("stop", app.units["main"])]
+    # Sockets and main in one transaction nothing may replace: a queued connection would start main again.
+    units = (app.units["socket"], app.units["main_probe"], app.units["main"])
+    assert [call for call in systemd.calls if call[0].startswith("stop")] == [("stop-for-good", *units)]
     assert audit(app)[-1]["result"] == "failed"
     # A corrected release deploys as a first deploy again.
     systemd.broken.clear()
@@ -195,7 +195,7 @@ def test_main_failing_after_the_switch_goes_back_to_the_old_release_while_next_s
     assert (
         last[("reset-failed", app.units["main"])]
         < last[("restart", app.units["main"])]
-        < last[("stop", app.units["next"])]
+        < last[("stop-for-good", app.units["next"], app.units["next_probe"])]
     )
     assert systemd.unit(app.units["next"])["ActiveState"] == "inactive"
     assert audit(app)[-1]["result"] == "reverted"
