@@ -346,8 +346,8 @@ class Handover:
         socket_step = "replace sockets" in reached
         if first:
             # Stopped while their unit files are still there to name them; then the files go as they came.
-            # One irreversible transaction: a connection queued on a socket would start main again, and
-            # that start would pull the sockets back up.
+            # The listening socket first: its stop takes main and the probe socket in the same transaction,
+            # so a connection queued on either cannot start main again in between.
             attempt("stop the units", systemd.stop_for_good, units["socket"], units["main_probe"], units["main"])
             attempt(
                 "reset failed units",

@@ -59,10 +59,12 @@ class Systemd:
         self._run("systemctl", "stop", *units)
 
     def stop_for_good(self, *units):
-        """Stop in one transaction whose jobs nothing may replace until they are done.
+        """Stop with jobs nothing may replace until they are done.
 
-        A socket with a connection queued (under load, or a readiness probe) starts its service again as
-        soon as the service dies; that start pulls the socket back up and cancels its stop job."""
+        A socket with a connection queued (under load, or a readiness probe's) starts its service again as
+        soon as the service dies, and that start brings back the sockets the service requires. systemctl
+        makes one transaction per unit named: the first unit must take the others with it (our probe
+        socket is PartOf= the listening socket, main Requires= it), or a start slips in between."""
         self._run("systemctl", "stop", "--job-mode=replace-irreversibly", *units)
 
     def stop_no_block(self, *units):

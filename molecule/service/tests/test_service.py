@@ -46,6 +46,18 @@ def test_socket_listens_before_any_request_and_the_first_request_starts_the_serv
     assert host.service(DEMO).is_running
 
 
+@pytest.mark.units("demo.socket", "demo-probe.socket", DEMO)
+def test_stopping_the_listening_socket_stops_main_and_its_probe_socket_in_the_same_transaction(host):
+    # systemctl makes one transaction per unit named: were the probe socket stopped on its own, a readiness
+    # probe queued there could start main between the two stops, and main would bring demo.socket back.
+    host.run_expect([0], "curl -fsS --max-time 30 http://127.0.0.1:8000/readyz")
+    host.run_expect([0], "systemctl stop --job-mode=replace-irreversibly demo.socket")
+    states = host.run("systemctl is-active demo.socket demo-probe.socket %s", DEMO).stdout.split()
+    host.run_expect([0], "systemctl start demo.socket demo-probe.socket %s", DEMO)
+    assert states == ["inactive", "inactive", "inactive"]
+    host.run_expect([0], "curl -fsS --max-time 30 http://127.0.0.1:8000/readyz")
+
+
 @pytest.mark.units(DEMO)
 def test_gunicorn_serves_systemds_socket_and_binds_nothing_itself(host):
     pid = show(host, DEMO, "MainPID")["MainPID"]
