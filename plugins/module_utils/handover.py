@@ -316,7 +316,8 @@ class Handover:
         began = self.clock()
         self.systemd.daemon_reload()
         self.systemd.stop(units["main"])
-        self.systemd.restart(*names)
+        # Only what changed: a listening socket left alone keeps queueing connections while main restarts.
+        self.systemd.restart(*changed)
         self.systemd.start(units["main"])
         self.gate.wait(units["main"], self.app.probes["main"], self.release, self.settings)
         self.timings.append(["replace sockets", round(self.clock() - began, 2)])

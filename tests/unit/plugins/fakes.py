@@ -199,7 +199,7 @@ def unit_text(app, which, digest, extra=""):
     return f"[Service]\nWorkingDirectory={root}\nEnvironment=ASGI_SETTINGS_DIGEST={digest}\n{extra}"
 
 
-def stage_settings(app, digest, socket="ListenStream=0.0.0.0:8000\n"):
+def stage_settings(app, digest, socket="ListenStream=0.0.0.0:8000\n", probe=""):
     """A settings set as asgi.deploy.settings leaves it (units only: what the handover reads)."""
     units = os.path.join(app.settings_dir(digest), "units")
     os.makedirs(units, exist_ok=True)
@@ -207,7 +207,7 @@ def stage_settings(app, digest, socket="ListenStream=0.0.0.0:8000\n"):
         app.units["main"]: unit_text(app, "main", digest),
         app.units["next"]: unit_text(app, "next", digest),
         app.units["socket"]: "[Socket]\n" + socket,
-        app.units["main_probe"]: "[Socket]\nListenStream={}\n".format(app.probes["main"]),
+        app.units["main_probe"]: "[Socket]\nListenStream={}\n{}".format(app.probes["main"], probe),
         app.units["next_probe"]: "[Socket]\nListenStream={}\n".format(app.probes["next"]),
     }
     for name, text in files.items():

@@ -287,8 +287,17 @@ def test_a_changed_listening_socket_is_replaced_last_with_a_restart(live, system
     stage_settings(app, S2, socket="ListenStream=0.0.0.0:9000\n")
     machine(app, systemd, clock, release=OLD, settings=S2).run()
     assert "9000" in read_text(app.unit_path(app.units["socket"]))
-    assert ("restart", app.units["socket"], app.units["main_probe"]) in systemd.calls
+    assert ("restart", app.units["socket"]) in systemd.calls
     assert "replace sockets" in [step for step, _ in audit(app)[-1]["steps"]]
+
+
+def test_a_changed_probe_socket_alone_is_replaced_without_closing_the_listening_socket(live, systemd, clock):
+    app = live
+    stage_settings(app, S2, probe="SocketMode=0600\n")
+    machine(app, systemd, clock, release=OLD, settings=S2).run()
+    restarts = [call for call in systemd.calls if call[0] == "restart"]
+    assert ("restart", app.units["main_probe"]) in restarts
+    assert not [call for call in restarts if app.units["socket"] in call]
 
 
 def test_a_host_left_half_way_by_a_killed_run_is_repaired(live, systemd, clock):
