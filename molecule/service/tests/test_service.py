@@ -59,7 +59,9 @@ def test_stopping_the_listening_socket_stops_main_and_its_probe_socket_in_the_sa
 
 
 @pytest.mark.units(DEMO)
-def test_gunicorn_serves_systemds_socket_and_binds_nothing_itself(host):
+def test_gunicorn_serves_systemds_socket_and_binds_nothing_itself(host, wait_for):
+    # The master opens its control socket once it runs: a service (re)started just before may not have it yet.
+    wait_for(lambda: host.file("/run/demo/gunicorn.ctl").is_socket, what="the control socket of demo")
     pid = show(host, DEMO, "MainPID")["MainPID"]
     own = [line for line in host.run("ss -Hltnpx").stdout.splitlines() if f"pid={pid}," in line]
     tcp = [line for line in own if line.startswith("tcp")]
