@@ -315,8 +315,11 @@ class Handover:
             return
         began = self.clock()
         self.systemd.daemon_reload()
-        self.systemd.stop(units["main"])
-        # Only what changed: a listening socket left alone keeps queueing connections while main restarts.
+        # Next, draining since the switch, would keep the old listening socket open: it ends first.
+        self.systemd.stop_for_good(units["next"], units["next_probe"])
+        # A restart, never a stop then a start: under load a connection starts main during its stop, which
+        # cancels the stop job; a restart job absorbs that start. Restarting a socket restarts main with it
+        # (Requires=). Only what changed: a listening socket left alone queues connections meanwhile.
         self.systemd.restart(*changed)
         self.systemd.start(units["main"])
         self.gate.wait(units["main"], self.app.probes["main"], self.release, self.settings)
@@ -370,7 +373,7 @@ class Handover:
         if self.restore_units():
             attempt("reload systemd", systemd.daemon_reload)
         if socket_step:
-            attempt("stop main", systemd.stop, units["main"])
+            # Restarts main with them (as in sockets()); the gated restart below brings it back on prior.
             attempt("restart sockets", systemd.restart, units["socket"], units["main_probe"])
         if reached & {"restart main", "gate main", "replace sockets"}:
             # Next (when healthy) still serves the socket while main comes back.

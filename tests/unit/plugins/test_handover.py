@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate
 from ansible_collections.asgi.deploy.plugins.module_utils.handover import Handover, HandoverFailed
 from ansible_collections.asgi.deploy.plugins.module_utils.host import link_target, read_text, swap_link
+from ansible_collections.asgi.deploy.plugins.module_utils.systemd import SystemdError
 from fakes import make_release, stage_settings
 
 OLD, NEW = "1.0.0-aaaa1111", "2.0.0-bbbb2222"
@@ -287,8 +288,35 @@ def test_a_changed_listening_socket_is_replaced_last_with_a_restart(live, system
     stage_settings(app, S2, socket="ListenStream=0.0.0.0:9000\n")
     machine(app, systemd, clock, release=OLD, settings=S2).run()
     assert "9000" in read_text(app.unit_path(app.units["socket"]))
-    assert ("restart", app.units["socket"]) in systemd.calls
+    calls = systemd.calls
+    assert ("restart", app.units["socket"]) in calls
+    # Under load a connection would start main during a stop and cancel it: restarts only.
+    assert ("stop", app.units["main"]) not in calls
+    last = {call: i for i, call in enumerate(calls)}
+    assert last[("stop-for-good", app.units["next"], app.units["next_probe"])] < last[("restart", app.units["socket"])]
     assert "replace sockets" in [step for step, _ in audit(app)[-1]["steps"]]
+
+
+def test_a_socket_replacement_that_fails_puts_the_old_socket_back_and_main_on_its_release(live, systemd, clock):
+    app = live
+    old_socket = read_text(app.unit_path(app.units["socket"]))
+    stage_settings(app, S2, socket="ListenStream=0.0.0.0:9000\n")
+    original = systemd.restart
+
+    def refuses_the_new_socket(*units):
+        if app.units["socket"] in units and "9000" in read_text(app.unit_path(app.units["socket"])):
+            raise SystemdError("Job for demo.socket failed")
+        original(*units)
+
+    systemd.restart = refuses_the_new_socket
+    with pytest.raises(HandoverFailed) as failed:
+        machine(app, systemd, clock, release=NEW, settings=S2).run()
+    assert failed.value.step == "replace sockets" and "did not complete" not in str(failed.value)
+    assert read_text(app.unit_path(app.units["socket"])) == old_socket
+    assert ("stop", app.units["main"]) not in systemd.calls
+    main = systemd.unit(app.units["main"])
+    assert (main["ActiveState"], main["release"]) == ("active", OLD)
+    assert audit(app)[-1]["result"] == "reverted"
 
 
 def test_a_changed_probe_socket_alone_is_replaced_without_closing_the_listening_socket(live, systemd, clock):
