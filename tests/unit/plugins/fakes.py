@@ -116,15 +116,16 @@ class FakeSystemd:
                 raise SystemdError(f"restart {name} refused: start request repeated too quickly")
             self._launch(name)
 
-    def stop(self, *units):
-        self._check("stop", units)
+    def _stop(self, verb, units):
+        self._check(verb, units)
         for name in units:
             self.unit(name).update(ActiveState="inactive", SubState="dead", MainPID=0)
 
+    def stop(self, *units):
+        self._stop("stop", units)
+
     def stop_for_good(self, *units):
-        self._check("stop-for-good", units)
-        for name in units:
-            self.unit(name).update(ActiveState="inactive", SubState="dead", MainPID=0)
+        self._stop("stop-for-good", units)
 
     def stop_no_block(self, *units):
         self.stop(*units)

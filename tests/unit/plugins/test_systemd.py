@@ -19,7 +19,7 @@ def argvs(monkeypatch):
     return seen
 
 
-def test_a_stop_for_good_is_one_transaction_nothing_may_replace(argvs):
+def test_a_stop_for_good_queues_jobs_nothing_may_replace(argvs):
     Systemd().stop_for_good("demo.socket", "demo-probe.socket", "demo.service")
     assert argvs == [
         ["systemctl", "stop", "--job-mode=replace-irreversibly", "demo.socket", "demo-probe.socket", "demo.service"]
