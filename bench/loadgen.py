@@ -52,7 +52,9 @@ class Load:
             reply.read()
             conn.close()
             ok, error = reply.status == 200, "" if reply.status == 200 else f"HTTP {reply.status}"
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            # A reply cut short (a host killed mid-response: IncompleteRead) is a failed request, and this
+            # user goes on loading.
             ok, error = False, type(exc).__name__
         return Record(began - self.t0, (time.monotonic() - began) * 1000, ok, error, f"{target.hostname}:{target.port}")
 

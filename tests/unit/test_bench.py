@@ -36,6 +36,13 @@ def test_an_empty_window_summarises_to_zeros():
 def server():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if self.path == "/truncated":  # a host that dies mid-reply
+                self.send_response(200)
+                self.send_header("Content-Length", "10")
+                self.end_headers()
+                self.wfile.write(b"{}")
+                self.close_connection = True
+                return
             status = 200 if self.path == "/version" else 503
             self.send_response(status)
             self.send_header("Content-Length", "2")
@@ -69,6 +76,12 @@ def test_the_load_records_every_request_and_counts_bad_statuses(server):
     assert bad.window(0, 1e9)["errors"].keys() == {"HTTP 503"}
     assert loadgen.http_ok(server + "/version")
     assert not loadgen.http_ok("http://127.0.0.1:9/")  # nothing listens on the discard port
+
+
+def test_a_reply_cut_short_is_a_failure_and_the_load_goes_on(server):
+    with loadgen.Load([server], users=1, path="/truncated") as cut:
+        until(cut, 5)
+    assert cut.window(0, 1e9)["errors"].keys() == {"IncompleteRead"}
 
 
 def results():
