@@ -73,7 +73,7 @@ class Lab:
         )
         self.inventory.write_text(
             "# Written by bench/run.py: the bench lab (tools/lab.sh with LAB_NAME=bench).\n"
-            f"all:\n  children:\n    web:\n      hosts:\n{hosts}"
+            f"all:\n  children:\n    asgi:\n      hosts:\n{hosts}"
             "  vars:\n    ansible_host: 127.0.0.1\n    ansible_user: root\n"
             "    ansible_python_interpreter: /usr/bin/python3\n"
             '    ansible_ssh_private_key_file: "{{ inventory_dir }}/../../.bench/id_ed25519"\n'

@@ -15,15 +15,93 @@ from pathlib import Path
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
+from ansible.utils.vars import load_extra_vars
 from ansible_collections.asgi.deploy.plugins.plugin_utils import options as opts
 from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadInput, identify
-from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import controller_id
+from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import controller_id, grouped_problems
 
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 SERIAL = re.compile(r"^[1-9][0-9]*%?$")
-OPERATIONS = ("deploy", "rollback", "status")
+OPERATIONS = ("deploy", "rollback", "status", "exec", "logs", "remove", "verify", "check", "report")
 ROLES = ("asgi", "release", "service", "rollout")
 TOOLS_LOCK = os.path.join(opts.ROLES, "release", "files", "uv-requirements.txt")
+# What a run is told on the command line: -e asgi_<name>=..., or -e <name>=... (on the command line only:
+# an unprefixed variable of a shared inventory must never steer a run).
+RUN_INPUTS = {
+    "version": "",
+    "serial": None,
+    "strategy": None,
+    "on_failure": None,
+    "converge": False,
+    "force_unlock": "",
+    "lock_wait": 0,
+    "allow_dirty": False,
+    "format": "text",
+    "app_wheel": "",
+    "app_source": "",
+    "cmd": "",
+    "once": False,
+    "timeout": 300,
+    "since": "-1h",
+    "grep": "",
+    "lines": 200,
+    "purge": False,
+    "rebuild": False,
+}
+TRUE = ("1", "true", "yes", "on")
+
+
+def run_inputs(task_vars, cli):
+    """Each run input from ``asgi_<name>`` (any variable source) or ``<name>`` given with -e."""
+    found = {}
+    for name, default in RUN_INPUTS.items():
+        prefixed = "asgi_" + name
+        if prefixed in cli or (prefixed in task_vars and name not in ("app_wheel", "app_source")):
+            found[name] = cli.get(prefixed, task_vars.get(prefixed))
+        elif name in cli:
+            found[name] = cli[name]
+        else:
+            found[name] = default
+    return found
+
+
+def _bool(value):
+    return value if isinstance(value, bool) else str(value).strip().lower() in TRUE
+
+
+def check_serial(serial):
+    """Hosts per batch: a number, a percentage, or a list of those (a canary first, say: [1, "25%", "100%"])."""
+    batches = serial if isinstance(serial, list) else [serial]
+    if not batches or not all(SERIAL.match(str(b)) for b in batches):
+        return ['-e asgi_serial must be a number, a percentage or a list of them (e.g. \'[1, "25%", "100%"]\')']
+    return []
+
+
+def command_line(operation, run):
+    """Problems with what the command line says, as sentences."""
+    problems = []
+    version = str(run["version"] or "")
+    if operation == "deploy" and not VERSION.match(version):
+        problems.append(f"give -e asgi_version=V ([0-9A-Za-z.+_-], 64 characters at most), not {version!r}")
+    if operation == "rollback" and version and not VERSION.match(version):
+        problems.append(f"-e asgi_version={version!r} is not a release version")
+    if run["strategy"] not in ("handover", "restart"):
+        problems.append("-e asgi_strategy must be handover or restart")
+    problems += check_serial(run["serial"])
+    if run["on_failure"] not in ("stop", "revert"):
+        problems.append("-e asgi_on_failure must be stop or revert")
+    if str(run["force_unlock"]).lower() in TRUE:
+        problems.append(
+            "-e asgi_force_unlock names the run whose lock to clear (status.yml shows it), or all; not true"
+        )
+    if run["format"] not in ("text", "json"):
+        problems.append("-e asgi_format must be text or json")
+    if operation == "exec" and not str(run["cmd"]).strip():
+        problems.append("give the command to run: -e asgi_cmd='python -m django showmigrations'")
+    for name in ("lock_wait", "timeout", "lines"):
+        if not str(run[name]).isdigit():
+            problems.append(f"-e asgi_{name} must be a number of {'lines' if name == 'lines' else 'seconds'}")
+    return problems
 
 
 class ActionModule(ActionBase):
@@ -33,27 +111,45 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        args = self._task.args
-        operation = args.get("operation", "deploy")
+        operation = self._task.args.get("operation", "deploy")
         if operation not in OPERATIONS:
             raise AnsibleActionFail("plan: operation must be one of {}".format(", ".join(OPERATIONS)))
-
-        problems = self.command_line(operation, args)
         hosts = list(task_vars.get("ansible_play_hosts_all") or task_vars.get("ansible_play_hosts") or [])
         specs = {role: opts.role_spec(role) for role in ROLES}
-        templates = opts.templates_digest()
-        per_host = {}
+        per_host, problems = {}, []
         for host in hosts:
-            found, host_problems = self.host_options(host, specs, task_vars)
+            found, host_problems = self.host_options(host, specs, task_vars, operation)
             problems += [f"{host}: {p}" for p in host_problems]
             per_host[host] = found
-        if problems:
-            raise AnsibleActionFail(
-                "{}: bad input, nothing was changed:\n  - {}".format(operation, "\n  - ".join(problems))
-            )
-
         first = per_host[hosts[0]] if hosts else {}
-        result["run"] = {
+        run = self.run_description(operation, first, task_vars)
+        problems = command_line(operation, run) + grouped_problems(problems)
+        if problems:
+            result.update(failed=True, msg=f"{operation}: bad input, nothing was changed", problems=problems)
+            return result
+        result["run"] = run
+        templates = opts.templates_digest()
+        result["settings"] = {host: opts.settings_digest(found, templates) for host, found in per_host.items()}
+        if operation == "deploy":
+            try:
+                result["artifacts"] = self.artifacts(first, run)
+            except BadInput as problem:
+                result.update(failed=True, msg=f"deploy: {problem}", problems=[str(problem), "Nothing was changed."])
+                return result
+            result["changed"] = result["artifacts"].pop("changed")
+        return result
+
+    def run_description(self, operation, options, task_vars):
+        run = run_inputs(task_vars, load_extra_vars(self._loader))
+        defaults = {"serial": "100%" if operation == "rollback" else 1}
+        run["serial"] = run["serial"] if run["serial"] is not None else defaults.get("serial", 1)
+        run["strategy"] = str(run["strategy"] or options.get("rollout_strategy") or "handover")
+        run["on_failure"] = str(run["on_failure"] or options.get("rollout_on_failure") or "stop")
+        for name in ("converge", "allow_dirty", "once", "purge", "rebuild"):
+            run[name] = _bool(run[name])
+        run["force_unlock"] = str(run["force_unlock"] or "")
+        return {
+            **run,
             "id": secrets.token_hex(8),
             "operation": operation,
             "actor": "{}@{}".format(os.environ.get("USER") or getpass.getuser(), socket.gethostname()),
@@ -62,32 +158,9 @@ class ActionModule(ActionBase):
             # This runs in a worker forked by ansible-playbook: the parent is the run.
             "pid": os.getppid(),
             "started": round(time.time(), 3),
-            "version": str(args.get("version") or ""),
-            "strategy": str(args.get("strategy", "handover")),
-            "on_failure": str(args.get("on_failure", "stop")),
         }
-        result["settings"] = {host: opts.settings_digest(found, templates) for host, found in per_host.items()}
-        if operation == "deploy":
-            result["artifacts"] = self.artifacts(first, args)
-            result["changed"] = result["artifacts"].pop("changed")
-        return result
 
-    def command_line(self, operation, args):
-        problems = []
-        version = str(args.get("version") or "")
-        if operation == "deploy" and not VERSION.match(version):
-            problems.append(f"give -e version=V ([0-9A-Za-z.+_-], 64 characters at most), not {version!r}")
-        if operation == "rollback" and version and not VERSION.match(version):
-            problems.append(f"-e version={version!r} is not a release version")
-        if str(args.get("strategy", "handover")) not in ("handover", "restart"):
-            problems.append("-e strategy must be handover or restart")
-        if not SERIAL.match(str(args.get("serial", 1))):
-            problems.append("-e serial must be a number or a percentage")
-        if str(args.get("on_failure", "stop")) not in ("stop", "revert"):
-            problems.append("-e on_failure must be stop or revert")
-        return problems
-
-    def host_options(self, host, specs, task_vars):
+    def host_options(self, host, specs, task_vars, operation):
         """Every option of every role for ``host``: validated against the specs, and checked."""
         hostvars = task_vars["hostvars"][host]
         current = task_vars.get("inventory_hostname")
@@ -106,7 +179,7 @@ class ActionModule(ActionBase):
             # Set in this task's host's inventory only: the other host has the default.
             return None if name in here else task_value
 
-        problems, found = [], {}
+        problems, found = opts.removed(lookup), {}
         for role, spec in specs.items():
             if role != "asgi":
                 # Entry-point inputs (a version, a digest) come from the run, not the inventory.
@@ -117,30 +190,28 @@ class ActionModule(ActionBase):
             found.update(opts.values(spec, lambda n, given=given: given.get(n)))
             found.update({k: v for k, v in outcome.validated_parameters.items() if k in given})
         if not problems:
-            problems += opts.check(found, self._task.args.get("operation", "deploy"))
+            problems += opts.check(found, operation)
         return found, problems
 
-    def artifacts(self, options, args):
+    def artifacts(self, options, run):
         source, wheel = options.get("asgi_app_source") or "", options.get("asgi_app_wheel") or ""
-        if args.get("app_wheel"):
-            source, wheel = "", args["app_wheel"]
-        elif args.get("app_source"):
-            source = args["app_source"]
+        if run["app_wheel"]:
+            source, wheel = "", run["app_wheel"]
+        elif run["app_source"]:
+            source, wheel = run["app_source"], ""
         if not options.get("asgi_lockfile"):
-            raise AnsibleActionFail(
-                "deploy: set asgi_lockfile (the app's hashed lock) in the inventory; nothing was changed"
-            )
-        try:
-            return identify(
-                options["asgi_app"],
-                str(args.get("version")),
-                Path(options["asgi_lockfile"]),
-                Path(TOOLS_LOCK),
-                options.get("release_cache_dir") or "~/.cache/asgi.deploy",
-                source=Path(source) if source else None,
-                wheel=Path(wheel) if wheel else None,
-                git_sha=options.get("release_git_sha") or "",
-                worker_class=options.get("service_worker_class") or "uvicorn_worker.UvicornWorker",
-            )
-        except BadInput as problem:
-            raise AnsibleActionFail(f"deploy: {problem}; nothing was changed") from None
+            raise BadInput("set asgi_lockfile (the app's hashed lock) in the inventory")
+        build = options.get("asgi_build") or ""
+        return identify(
+            options["asgi_app"],
+            str(run["version"]),
+            Path(options["asgi_lockfile"]),
+            Path(TOOLS_LOCK),
+            options.get("release_cache_dir") or "~/.cache/asgi.deploy",
+            source=Path(source) if source else None,
+            wheel=Path(wheel) if wheel else None,
+            git_sha=options.get("release_git_sha") or "",
+            worker_class=options.get("service_worker_class") or "uvicorn_worker.UvicornWorker",
+            allow_dirty=run["allow_dirty"],
+            build="" if build.startswith("tasks:") else build,
+        )

@@ -15,8 +15,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadInput, wheelhouse
 
-# Controller-side arguments, not passed to the module.
-ACTION_ARGS = ("artifacts", "host_state", "supported_pythons")
+TARGET_KEYS = ("python", "full", "machine", "glibc", "sys_platform")
 
 
 class ActionModule(ActionBase):
@@ -35,30 +34,16 @@ class ActionModule(ActionBase):
         module_args = {
             "release_id": release["release_id"],
             "manifest": release,
-            "requirements": artifacts["requirements"],
             "uv_version": artifacts.get("uv_version", ""),
             **args,
         }
-        kept = {r.get("id") for r in state.get("kept", [])}
+        kept = {r.get("id") for r in state.get("kept", []) if r.get("interpreter", True)}
         transfers = {}
-        if release["release_id"] not in kept:
-            if not args.get("index_url"):
-                target = state.get("python") or {}
-                if not target:
-                    raise AnsibleActionFail("release: the host's Python is unknown (read the host state first)")
-                if supported and target.get("python") not in supported:
-                    raise AnsibleActionFail(
-                        "release: the host runs Python {} (glibc {}); supported: {} (release_supported_pythons)".format(
-                            target.get("full"), target.get("glibc"), ", ".join(supported)
-                        )
-                    )
-                try:
-                    house = wheelhouse(artifacts, {k: target[k] for k in ("python", "machine", "glibc")})
-                except BadInput as problem:
-                    raise AnsibleActionFail(f"release: {problem}") from None
-                module_args["wheelhouse_key"] = house["key"]
-                if house["key"] not in state.get("wheelhouses", []):
-                    transfers["wheelhouse_tarball"] = house["tarball"]
+        if release["release_id"] not in kept and args.get("phase", "all") != "finish":
+            house = self.wheelhouse(artifacts, state, supported)
+            module_args.update(wheelhouse_key=house["key"], requirements=house["requirements"])
+            if house["key"] not in state.get("wheelhouses", []):
+                transfers["wheelhouse_tarball"] = house["tarball"]
             transfers["app_wheel"] = artifacts["app_wheel"]["path"]
         if transfers and not self._task.check_mode:
             tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
@@ -74,3 +59,20 @@ class ActionModule(ActionBase):
             result["shipped"] = sorted(transfers)
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
+
+    @staticmethod
+    def wheelhouse(artifacts, state, supported):
+        """The wheelhouse for the host's Python and platform (built on the controller once, by content)."""
+        target = state.get("python") or {}
+        if not target:
+            raise AnsibleActionFail("release: the host's Python is unknown (read the host state first)")
+        if supported and target.get("python") not in supported:
+            raise AnsibleActionFail(
+                "release: the host runs Python {} (glibc {}); supported: {} (release_supported_pythons)".format(
+                    target.get("full"), target.get("glibc"), ", ".join(supported)
+                )
+            )
+        try:
+            return wheelhouse(artifacts, {k: target.get(k, "") for k in TARGET_KEYS})
+        except BadInput as problem:
+            raise AnsibleActionFail(f"release: {problem}") from None

@@ -18,13 +18,22 @@ options:
     default: /srv
 """
 
-    # Who and what a line of the audit log names.
-    AUDIT = r"""
+    # The run a module that changes a host works for: it must hold the host's deploy lock.
+    RUN = r"""
 options:
   run:
-    description: The run id, for the audit log.
+    description:
+      - The run id. The module changes nothing unless this run holds the app's deploy lock on the host
+        (see M(asgi.deploy.lock)); it checks under the host flock, so a take-over cannot happen meanwhile.
+      - Also recorded in the audit log.
     type: str
-    default: ""
+    required: true
+  flock_wait:
+    description:
+      - Seconds to wait for the host flock, held while another build, hook or handover of the app runs on the host
+        (for instance one a dead controller left running), before failing as busy.
+    type: int
+    default: 300
   actor:
     description: Who runs it, for the audit log.
     type: str

@@ -1,28 +1,99 @@
 # Copyright: asgi.deploy maintainers
 # MIT License (see LICENSE)
-"""Filters over the state of every host of a run (see plugins/plugin_utils/fleet.py)."""
+"""Filters over the state of every host of a run (see plugins/plugin_utils/fleet.py).
+
+A decision that cannot be made comes back as ``{"error": ...}`` for the role to fail with, in its
+own words: a filter that raised would surface as "The filter plugin ... failed"."""
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleFilterError
 from ansible_collections.asgi.deploy.plugins.plugin_utils import fleet
 
 
-def rollback_plan(states, version=""):
+def rollback_moves(states, order, version=""):
     try:
-        return fleet.rollback_plan(dict(states), str(version or ""))
+        return fleet.rollback_moves(list(order), dict(states), str(version or ""))
     except fleet.FleetError as exc:
-        raise AnsibleFilterError(str(exc)) from None
+        return {
+            "error": f"rollback: {exc}",
+            "pending": [],
+            "anchor": "",
+            "moves": {h: {"pending": False} for h in order},
+        }
+
+
+def deploy_moves(states, order, release):
+    return fleet.deploy_moves(list(order), dict(states), str(release))
+
+
+def status_lines(states):
+    return fleet.status_lines(dict(states))
 
 
 def status_table(states):
     return fleet.status_table(dict(states))
 
 
+def fleet_status(states):
+    return fleet.fleet_status(dict(states))
+
+
 def dead_run(holder):
     return fleet.dead_run(dict(holder) if holder else None)
 
 
+def summary_lines(results, operation, states, started):
+    return fleet.summary_lines(str(operation), dict(results), dict(states), started)
+
+
+def failure_lines(failed, operation, stage, host="", done=None, live_version=""):
+    return fleet.failure_lines(str(operation), str(stage), failed, str(host), done, str(live_version or ""))
+
+
+def outcome(hosts, hostvars, reverted=None):
+    """What a stopping run did to ``hosts`` (see fleet.outcome), from their registered handovers."""
+    results = {h: dict(hostvars[h].get("__rollout_handover") or {}) for h in hosts}
+    return fleet.outcome(results, list((reverted or {}).get("results", [])))
+
+
+def grouped_problems(problems):
+    return fleet.grouped_problems(list(problems))
+
+
+def states_of(hosts, hostvars, key):
+    """``{host: hostvars[host][key]}`` for the hosts that have it."""
+    return {host: dict(hostvars[host][key]) for host in hosts if key in hostvars[host]}
+
+
+def take_over(holder, force=""):
+    return fleet.take_over(dict(holder) if holder else None, str(force or ""))
+
+
+def merged_logs(hosts, hostvars, key):
+    return fleet.merged_logs({h: list(hostvars[h][key].get("entries", [])) for h in hosts if key in hostvars[h]})
+
+
+def exec_lines(hosts, hostvars, key):
+    return fleet.exec_lines(
+        {h: dict(hostvars[h][key]) for h in hosts if key in hostvars[h] and "rc" in hostvars[h][key]}
+    )
+
+
 class FilterModule:
     def filters(self):
-        return {"rollback_plan": rollback_plan, "status_table": status_table, "dead_run": dead_run}
+        return {
+            "rollback_moves": rollback_moves,
+            "deploy_moves": deploy_moves,
+            "status_lines": status_lines,
+            "status_table": status_table,
+            "fleet_status": fleet_status,
+            "dead_run": dead_run,
+            "summary_lines": summary_lines,
+            "failure_lines": failure_lines,
+            "grouped_problems": grouped_problems,
+            "outcome": outcome,
+            "states_of": states_of,
+            "take_over": take_over,
+            "merged_logs": merged_logs,
+            "exec_lines": exec_lines,
+        }

@@ -2,11 +2,15 @@
 # MIT License (see LICENSE)
 """Build one release on a host from the lock and the shipped wheelhouse, and prune old ones.
 
-The venv is built at its final path (venvs are not relocatable), from the
-offline wheelhouse only, with every hash required and bytecode compiled (the
-release is read-only once built). ``release.json`` is written last and
-atomically: a directory without it is unfinished, never switched to, and
-removed by the next build or prune.
+The venv is built at its final path (venvs are not relocatable), from the offline
+wheelhouse only, with every hash required and bytecode compiled (the release is
+read-only once built). Every step that runs code from the release - installing,
+compiling bytecode, checking, the app's own build step - runs as an unprivileged
+build identity, offline (no network in its sandbox), able to write only inside the
+release; then the release is made root-owned and read-only, and the app is imported
+as the service user, with the unit's environment, credentials and sandbox.
+``release.json`` is written last and atomically: a directory without it is
+unfinished, never switched to, and removed by the next build or prune.
 """
 
 from __future__ import annotations
@@ -17,19 +21,34 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import tarfile
 import tempfile
 import time
 import zipfile
 
+from ansible_collections.asgi.deploy.plugins.module_utils.hooks import as_app
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     link_target,
     list_releases,
     read_manifest,
+    read_text,
     remove_tree,
     write_atomic,
 )
+from ansible_collections.asgi.deploy.plugins.module_utils.process import (
+    CommandFailed,
+    check,
+    last_line,
+    systemd_run,
+    tail,
+    unit_name,
+)
+
+BUILD_USER = "asgi-build"
+# Bytecode with hashes, not build times: the same release builds the same bytes on every host.
+SOURCE_DATE_EPOCH = "315532800"
+IMPORT_PROBE = "asgi.deploy import check: "
+MANIFEST_FILE = "venv.sha256"
 
 
 class BuildFailed(Exception):
@@ -92,7 +111,7 @@ def install_uv(wheel, target_dir, version):
     if os.access(path, os.X_OK):
         return path
     member = f"uv-{version}.data/scripts/uv"
-    os.makedirs(target_dir, exist_ok=True)
+    os.makedirs(target_dir, mode=0o755, exist_ok=True)
     with zipfile.ZipFile(wheel) as archive:
         data = archive.read(member)
     write_atomic(path, data, 0o755)
@@ -118,49 +137,105 @@ def make_readonly(path):
 
 
 def chown_tree(path, uid, gid):
+    os.lchown(path, uid, gid)
     for root, dirs, files in os.walk(path):
-        os.lchown(root, uid, gid)
         for name in dirs + files:
             os.lchown(os.path.join(root, name), uid, gid)
 
 
-class Builder:
-    """Build ``release_id`` under ``app.releases``. ``run`` executes argv (tests pass a fake)."""
+def uv_steps(uv, python, release_dir, wheelhouse):
+    """What uv runs to build the venv: (step, argv) pairs."""
+    venv_python = os.path.join(release_dir, "venv", "bin", "python")
+    common = ["--no-config", "--quiet"]
+    return [
+        ("venv", [uv, "venv", *common, "--no-python-downloads", "--python", python, os.path.join(release_dir, "venv")]),
+        (
+            "install",
+            [
+                uv,
+                "pip",
+                "sync",
+                *common,
+                "--require-hashes",
+                "--offline",
+                "--no-index",
+                "--find-links",
+                wheelhouse,
+                "--find-links",
+                os.path.join(release_dir, "dist"),
+                "--compile-bytecode",
+                "--link-mode",
+                "copy",
+                "--no-cache",
+                "--python",
+                venv_python,
+                os.path.join(release_dir, "requirements.txt"),
+            ],
+        ),
+        ("check", [uv, "pip", "check", *common, "--python", venv_python]),
+    ]
 
-    def __init__(
-        self,
-        app,
-        release_id,
-        manifest,
-        requirements,
-        python="/usr/bin/python3",
-        installer="uv",
-        niceness=10,
-        uid=0,
-        gid=0,
-        run=None,
-        clock=time.monotonic,
-    ):
+
+def pip_steps(python, release_dir, wheelhouse):
+    """What pip runs to build the venv: (step, argv) pairs."""
+    pip = [os.path.join(release_dir, "venv", "bin", "python"), "-m", "pip"]
+    quiet = ["--quiet", "--disable-pip-version-check", "--no-cache-dir"]
+    return [
+        ("venv", [python, "-m", "venv", os.path.join(release_dir, "venv")]),
+        (
+            "install",
+            [
+                *pip,
+                "install",
+                *quiet,
+                "--no-deps",
+                "--require-hashes",
+                "--no-index",
+                "--find-links",
+                wheelhouse,
+                "--find-links",
+                os.path.join(release_dir, "dist"),
+                "-r",
+                os.path.join(release_dir, "requirements.txt"),
+            ],
+        ),
+        ("check", [*pip, "check", "--disable-pip-version-check"]),
+    ]
+
+
+def build_properties(release_dir, niceness):
+    """The build identity's sandbox: unprivileged, offline, writing only inside the release."""
+    properties = [
+        f"User={BUILD_USER}",
+        f"Group={BUILD_USER}",
+        f"WorkingDirectory={release_dir}",
+        f"ReadWritePaths={release_dir}",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateNetwork=yes",
+        "NoNewPrivileges=yes",
+        "UMask=0022",
+        "Environment=HOME=/nonexistent",
+        # uv keeps what it must cache (interpreter discovery) in the sandbox's private /tmp.
+        "Environment=UV_CACHE_DIR=/tmp/uv-cache",
+        f"Environment=SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH}",
+    ]
+    if niceness > 0:
+        # Built beside the live release on the same cores: yield CPU and I/O to it.
+        properties += [f"Nice={niceness}", "IOSchedulingClass=idle"]
+    return properties
+
+
+class Builder:
+    """Build ``release_id`` under ``app.releases``. ``run`` is ``AnsibleModule.run_command`` (tests: a fake)."""
+
+    def __init__(self, app, release_id, manifest, requirements, run, python="/usr/bin/python3", installer="uv",
+                 niceness=10, clock=time.monotonic):  # fmt: skip
         self.app, self.release_id, self.manifest, self.requirements = app, release_id, manifest, requirements
-        self.python, self.installer, self.niceness, self.uid, self.gid = python, installer, niceness, uid, gid
-        self.run = run or self._run
-        self.clock = clock
+        self.run, self.python, self.installer, self.niceness, self.clock = run, python, installer, niceness, clock
         self.timings = {}
         self.dir = app.release_dir(release_id)
-
-    @staticmethod
-    def _run(argv, step):
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            output = (result.stderr or result.stdout).strip()
-            raise BuildFailed(step, f"{os.path.basename(argv[0])} failed (exit {result.returncode}): {output[-3000:]}")
-        return result.stdout
-
-    def nice(self, argv):
-        if self.niceness > 0:
-            # Built beside the live release on the same cores: yield CPU and I/O to it.
-            return ["nice", "-n", str(self.niceness), "ionice", "-c", "3", *argv]
-        return list(argv)
 
     def timed(self, step, action, *args):
         began = self.clock()
@@ -169,204 +244,255 @@ class Builder:
         finally:
             self.timings[step] = round(self.clock() - began, 2)
 
-    def build(self, app_wheel, wheelhouse_dir, uv_version="", index_url=""):
-        """Returns the manifest written. On failure the unfinished directory is removed."""
+    def sandboxed(self, step, argv, properties=()):
+        """Run ``argv`` as the build identity in its sandbox; BuildFailed with the output's last lines."""
+        unit = unit_name("asgi-build", self.app.name, step, os.getpid())
+        command = systemd_run([*build_properties(self.dir, self.niceness), *properties], argv, unit=unit)
+        try:
+            return self.timed(step, check, self.run, command, step)
+        except CommandFailed as failed:
+            raise BuildFailed(step, str(failed)) from None
+
+    def build(self, app_wheel, wheelhouse_dir, uv_version="", uid=0, gid=0):
+        """The venv, built by the build identity (owned by ``uid``/``gid`` of it meanwhile). On failure the
+        unfinished directory is removed."""
         remove_tree(self.dir)  # the same id without a manifest: a run died half way
         try:
             os.makedirs(os.path.join(self.dir, "dist"), mode=0o755)
             shutil.copy2(app_wheel, os.path.join(self.dir, "dist", os.path.basename(app_wheel)))
             write_atomic(os.path.join(self.dir, "requirements.txt"), self.requirements, 0o644)
-            venv = os.path.join(self.dir, "venv")
+            chown_tree(self.dir, uid, gid)
             if self.installer == "uv":
-                uv = self.timed(
-                    "uv",
-                    install_uv,
-                    find_wheel(wheelhouse_dir, "uv"),
-                    os.path.join(self.app.tools, "uv-" + uv_version),
-                    uv_version,
+                uv = install_uv(
+                    find_wheel(wheelhouse_dir, "uv"), os.path.join(self.app.tools, "uv-" + uv_version), uv_version
                 )
-                self.timed(
-                    "venv",
-                    self.run,
-                    self.nice([uv, "venv", "--quiet", "--no-python-downloads", "--python", self.python, venv]),
-                    "venv",
-                )
-                sources = (
-                    ["--offline", "--no-index", "--find-links", wheelhouse_dir]
-                    if not index_url
-                    else ["--index-url", index_url]
-                )
-                self.timed(
-                    "install",
-                    self.run,
-                    self.nice(
-                        [
-                            uv,
-                            "pip",
-                            "sync",
-                            "--quiet",
-                            "--require-hashes",
-                            *sources,
-                            "--find-links",
-                            os.path.join(self.dir, "dist"),
-                            "--compile-bytecode",
-                            "--link-mode",
-                            "copy",
-                            "--no-cache",
-                            "--python",
-                            os.path.join(venv, "bin", "python"),
-                            os.path.join(self.dir, "requirements.txt"),
-                        ]
-                    ),
-                    "install",
-                )
-                self.timed(
-                    "check",
-                    self.run,
-                    [uv, "pip", "check", "--quiet", "--python", os.path.join(venv, "bin", "python")],
-                    "check",
-                )
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(venv, ".lock"))
+                steps = uv_steps(uv, self.python, self.dir, wheelhouse_dir)
             else:
-                self.timed("venv", self.run, self.nice([self.python, "-m", "venv", venv]), "venv")
-                pip = os.path.join(venv, "bin", "pip")
-                sources = (
-                    ["--no-index", "--find-links", wheelhouse_dir] if not index_url else ["--index-url", index_url]
-                )
-                self.timed(
-                    "install",
-                    self.run,
-                    self.nice(
-                        [
-                            pip,
-                            "install",
-                            "--quiet",
-                            "--disable-pip-version-check",
-                            "--no-deps",
-                            "--require-hashes",
-                            *sources,
-                            "--find-links",
-                            os.path.join(self.dir, "dist"),
-                            "-r",
-                            os.path.join(self.dir, "requirements.txt"),
-                        ]
-                    ),
-                    "install",
-                )
-                self.timed("check", self.run, [pip, "check", "--disable-pip-version-check"], "check")
-            make_readonly(self.dir)
-            if self.uid or self.gid:
-                chown_tree(self.dir, self.uid, self.gid)
+                steps = pip_steps(self.python, self.dir, wheelhouse_dir)
+            for step, argv in steps:
+                self.sandboxed(step, argv)
+            normalise(os.path.join(self.dir, "venv"))
         except BaseException:
             remove_tree(self.dir)
             raise
         return self.dir
 
-    def import_check(self, module, user, group, extra_properties=()):
-        """Import ``module`` from the new venv as the service user, in a sandbox like the unit's: release
-        code never runs as root."""
+    def build_step(self, command, unit_text, extra_env=None):
+        """The app's own build step (collectstatic, compilemessages): as the build identity, from the release
+        with its venv and the unit's environment and credentials, writing only inside the release."""
+        properties = [p for p in as_app(unit_text, self.dir, "build", extra_env) if not p.startswith(NOT_FOR_BUILDS)]
+        self.sandboxed("build step", ["/bin/sh", "-c", command], properties)
+
+    def seal(self, uid=0, gid=0):
+        """From now on nobody but root (or ``uid``) writes into the release."""
+        chown_tree(self.dir, uid, gid)
+        make_readonly(self.dir)
+
+    def import_check(self, module, unit_text):
+        """Import ``module`` from the new venv as the app's unit would run it: its user, environment,
+        credentials, working directory and sandbox (release code never runs as root)."""
         python = os.path.join(self.dir, "venv", "bin", "python")
-        argv = [
-            "systemd-run",
-            "--quiet",
-            "--wait",
-            "--pipe",
-            "--collect",
-            "--service-type=exec",
-            "--unit",
-            f"asgi-import-check-{self.app.name}-{os.getpid()}",
-            "-p",
-            "User=" + user,
-            "-p",
-            "Group=" + group,
-            "-p",
-            "WorkingDirectory=" + self.dir,
-            "-p",
-            "NoNewPrivileges=yes",
-            "-p",
-            "ProtectSystem=strict",
-            "-p",
-            "ProtectHome=yes",
-            "-p",
-            "PrivateTmp=yes",
-            "-p",
-            "PrivateDevices=yes",
-            "-p",
-            "Environment=PYTHONDONTWRITEBYTECODE=1",
-        ]
-        for prop in extra_properties:
-            argv += ["-p", prop]
-        argv += [python, "-I", "-c", "import importlib, sys; importlib.import_module(sys.argv[1])", module]
-        self.timed("import check", self.run, argv, "import check")
+        properties = as_app(unit_text, self.dir, "import_check", {"PYTHONDONTWRITEBYTECODE": "1"})
+        unit = unit_name("asgi-import-check", self.app.name, os.getpid())
+        argv = systemd_run(properties, [python, "-I", "-c", IMPORT_CHECK, module], unit=unit)
+        began = self.clock()
+        rc, out, err = self.run(argv)
+        self.timings["import check"] = round(self.clock() - began, 2)
+        if rc != 0:
+            raise BuildFailed("import check", import_failure(module, (out or "") + (err or "")))
 
     def finish(self):
         """From this moment the release exists."""
-        write_atomic(
-            os.path.join(self.dir, "release.json"),
-            json.dumps(self.manifest, indent=2, sort_keys=True) + "\n",
-            0o644,
-            self.uid,
-            self.gid,
+        write_atomic(os.path.join(self.dir, "release.json"), json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+
+
+# A build step must not take over the app's own directories (systemd would chown them to the build
+# identity) nor write anywhere but the release.
+NOT_FOR_BUILDS = (
+    "User=",
+    "Group=",
+    "StateDirectory=",
+    "CacheDirectory=",
+    "LogsDirectory=",
+    "ReadWritePaths=",
+    "UMask=",
+)
+
+# Run by the import check in the release's venv: imports the app's module and, when that fails, says
+# whether the app's code or its settings failed (a missing variable, credential or setting), with no
+# setting's value in what it prints.
+IMPORT_CHECK = r"""
+import importlib, json, os, sys, traceback
+try:
+    importlib.import_module(sys.argv[1])
+except BaseException as exc:
+    frames = traceback.extract_tb(exc.__traceback__)
+    last = frames[-1] if frames else None
+    in_environ = bool(last) and last.filename.endswith(("os.py", "<frozen os>")) and last.name == "__getitem__"
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY") or "\0"
+    settings = (
+        type(exc).__name__ in ("ImproperlyConfigured", "ValidationError", "SettingsError")
+        or (isinstance(exc, KeyError) and in_environ)
+        or (isinstance(exc, OSError) and str(getattr(exc, "filename", "")).startswith(credentials))
+    )
+    if hasattr(exc, "errors") and callable(exc.errors):
+        try:
+            error = "; ".join(".".join(map(str, e.get("loc", ()))) + ": " + str(e.get("msg", "")) for e in exc.errors())
+        except Exception:
+            error = str(exc).splitlines()[0]
+    elif isinstance(exc, KeyError) and in_environ:
+        error = "environment variable %s is not set" % exc.args[0]
+    else:
+        error = str(exc)
+    if not settings:
+        traceback.print_exc()
+    line = {"kind": "settings" if settings else "code", "error": "%s: %s" % (type(exc).__name__, error)}
+    print("asgi.deploy import check: " + json.dumps(line), file=sys.stderr, flush=True)
+    sys.exit(3)
+"""
+
+
+def import_failure(module, output):
+    """The import check's failure, the exception first: the app's settings or its code."""
+    verdict = {}
+    for line in reversed(output.splitlines()):
+        if line.startswith(IMPORT_PROBE):
+            with contextlib.suppress(ValueError):
+                verdict = json.loads(line[len(IMPORT_PROBE) :])
+            break
+    if verdict.get("kind") == "settings":
+        return (
+            f"importing {module} failed in the app's settings: {verdict['error']}. Give it with service_environment "
+            "or service_secrets (the import check runs with the unit's environment and credentials)"
         )
+    error = verdict.get("error") or last_line(output) or "no output"
+    trace = tail("\n".join(line for line in output.splitlines() if not line.startswith(IMPORT_PROBE)), lines=15)
+    return f"importing {module} failed in the app's code: {error}\n{trace}".rstrip()
 
 
-def prune(app, keep, dry_run=False):
-    """Remove unfinished releases, all but the newest ``keep`` finished ones, and wheelhouses no kept
-    release uses. The targets of current, previous and next are always kept."""
-    protected = {link_target(app.link(name)) for name in ("current", "previous", "next")} - {""}
+def normalise(venv):
+    """What an installer writes that differs from host to host for the same release: uv's cache record (an
+    install time). Without it the same release is the same bytes everywhere (see tree_digest)."""
+    for root, _, files in os.walk(venv):
+        if root.endswith(".dist-info") and "uv_cache.json" in files:
+            os.unlink(os.path.join(root, "uv_cache.json"))
+
+
+def tree_digest(path, skip=(MANIFEST_FILE,)):
+    """(digest, manifest lines): every file's path, type, mode and sha256 under ``path`` (links by target)."""
+    lines = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, path)
+            if rel in skip:
+                continue
+            mode = os.lstat(full).st_mode
+            if stat.S_ISLNK(mode):
+                lines.append(
+                    f"l {oct(stat.S_IMODE(mode))} {hashlib.sha256(os.readlink(full).encode()).hexdigest()} {rel}"
+                )
+            else:
+                lines.append(f"f {oct(stat.S_IMODE(mode))} {sha256_file(full)} {rel}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), lines
+
+
+def kept_ids(app, protect=()):
+    return {link_target(app.link(name)) for name in ("current", "previous", "next")} | set(protect)
+
+
+def prune(app, keep, protect=(), dry_run=False, wheelhouses=()):
+    """Remove unfinished releases, all but the newest ``keep`` finished ones, wheelhouses no kept release uses,
+    staging leftovers and old tools. The targets of current, previous and next, and ``protect`` (a release a
+    lock names), are always kept, and the ``wheelhouses`` named (the one a build is about to use)."""
+    protected = kept_ids(app, protect) - {""}
     finished, unfinished = list_releases(app)
     newest_first = list(reversed(finished))
     kept = newest_first[:keep] + [r for r in newest_first[keep:] if r["id"] in protected]
     removed = [r["id"] for r in newest_first[keep:] if r["id"] not in protected]
     removed += [name for name in unfinished if name not in protected]
-    used = {r["wheelhouse_key"] for r in kept}
-    houses = []
-    if os.path.isdir(app.wheels):
-        houses = [h for h in sorted(os.listdir(app.wheels)) if not h.startswith(".") and h not in used]
+    used = {r["wheelhouse_key"] for r in kept} | set(wheelhouses)
+    houses = [h for h in _entries(app.wheels) if h not in used]
+    leftovers = [
+        os.path.join(d, n)
+        for d in (app.releases, app.wheels)
+        for n in _entries(d, hidden=True)
+        if n.startswith(".staging-")
+    ]
     if not dry_run:
         for name in removed:
             remove_tree(app.release_dir(name))
         for house in houses:
             remove_tree(os.path.join(app.wheels, house))
-    return {"removed": sorted(removed), "wheelhouses_removed": houses, "kept": sorted(r["id"] for r in kept)}
+        for path in leftovers:
+            remove_tree(path)
+    return {
+        "removed": sorted(removed),
+        "wheelhouses_removed": houses,
+        "leftovers_removed": sorted(os.path.basename(p) for p in leftovers),
+        "kept": sorted(r["id"] for r in kept),
+    }
+
+
+def _entries(directory, hidden=False):
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    return [n for n in names if hidden or not n.startswith(".")]
+
+
+def tree_mb(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total // (1024 * 1024)
+
+
+def space(app, state, release, keep, min_free_mb=0, protect=()):
+    """Whether ``release`` fits on the app's file system once pruning to ``keep`` (before the build) has run.
+
+    The estimate is the size of the newest kept release plus a quarter (a release of the same app weighs
+    about the same), at least ``min_free_mb``; a release already built needs nothing."""
+    kept = state.get("kept", [])
+    if any(r["id"] == release for r in kept):
+        needed = 0
+    else:
+        newest = tree_mb(app.release_dir(kept[-1]["id"])) if kept else 0
+        needed = max(int(min_free_mb), newest + newest // 4)
+    plan = prune(app, max(keep - 1, 1), protect=[*protect, release], dry_run=True)
+    reclaimable = sum(tree_mb(app.release_dir(name)) for name in plan["removed"])
+    reclaimable += sum(tree_mb(os.path.join(app.wheels, name)) for name in plan["wheelhouses_removed"])
+    free = state.get("free_mb", 0)
+    return {"free_mb": free, "needed_mb": needed, "reclaimable_mb": reclaimable, "fits": needed <= free + reclaimable}
 
 
 def manifest_exists(app, release_id):
     return read_manifest(app, release_id) is not None
 
 
-def ensure_user(user, group, comment, run=None):
-    """The unprivileged system user and group the app runs as; created when missing. True when created."""
+def ensure_user(run, user, group, comment, home="/nonexistent"):
+    """An unprivileged system user and group, created when missing. True when created."""
     import grp
     import pwd
 
-    run = run or Builder._run
     created = False
     try:
         grp.getgrnam(group)
     except KeyError:
-        run(["groupadd", "--system", group], "user")
+        check(run, ["groupadd", "--system", group], "groupadd")
         created = True
     try:
         pwd.getpwnam(user)
     except KeyError:
-        run(
-            [
-                "useradd",
-                "--system",
-                "--gid",
-                group,
-                "--shell",
-                "/usr/sbin/nologin",
-                "--home-dir",
-                "/nonexistent",
-                "--no-create-home",
-                "--comment",
-                comment,
-                user,
-            ],
-            "user",
-        )
+        argv = ["useradd", "--system", "--gid", group, "--shell", "/usr/sbin/nologin", "--home-dir", home]
+        check(run, [*argv, "--no-create-home", "--comment", comment, user], "useradd")
         created = True
     return created
+
+
+def read_venv_manifest(app, release_id):
+    return read_text(os.path.join(app.release_dir(release_id), MANIFEST_FILE)).splitlines()

@@ -1,45 +1,30 @@
 # Copyright: asgi.deploy maintainers
 # MIT License (see LICENSE)
-"""Run a deploy hook (a migration, a smoke test) as the app runs: its user, environment, secrets and
-sandbox, from a given release's venv, in a transient systemd unit.
+"""Deploy hooks (a migration, a smoke test, a build step): a command run as the app runs - its user,
+environment, secrets and sandbox - from a given release's venv, in a transient systemd unit.
 
 The properties come from the unit of the settings set the release is about to run with (our own
 template), so a hook sees exactly what the app will: the same environment file, the same credentials,
 the same state directory.
+
+A hook unit has one name per app and hook (systemd refuses a second one while the first runs), a
+time limit (``RuntimeMaxSec``), and writes its output to the journal under that unit. The audit line
+keeps the output's last lines only when the hook is marked safe to show: a hook runs with the app's
+secrets in scope.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
+import secrets
 import time
 
 from ansible_collections.asgi.deploy.plugins.module_utils.host import audit, read_text
+from ansible_collections.asgi.deploy.plugins.module_utils.process import as_app, systemd_run, tail
 
-# [Service] settings a hook inherits from the unit; the rest (how the service starts, stops, restarts,
-# listens) is the service's alone.
-INHERITED = (
-    "User",
-    "Group",
-    "Environment",
-    "EnvironmentFile",
-    "LoadCredential",
-    "StateDirectory",
-    "CacheDirectory",
-    "LogsDirectory",
-    "ReadWritePaths",
-    "UMask",
-    "NoNewPrivileges",
-    "ProtectSystem",
-    "ProtectHome",
-    "PrivateTmp",
-    "PrivateDevices",
-    "PrivateUsers",
-    "RestrictAddressFamilies",
-    "LimitNOFILE",
-)
-OUTPUT_TAIL = 4000
+FINISHED = re.compile(r"^Finished with result: (\S+)", re.M)
+ALREADY_THERE = re.compile(r"already (exists|loaded)|fragment file")
 
 
 class HookFailed(Exception):
@@ -48,65 +33,74 @@ class HookFailed(Exception):
         self.result = result
 
 
-def unit_properties(unit_text):
-    """``Key=Value`` settings of a unit's [Service] section that a hook inherits."""
-    properties, section = [], ""
-    for raw in unit_text.splitlines():
-        line = raw.strip()
-        if line.startswith("[") and line.endswith("]"):
-            section = line
-            continue
-        if section != "[Service]" or not line or line.startswith("#") or "=" not in line:
-            continue
-        key = line.split("=", 1)[0]
-        if key in INHERITED:
-            properties.append(line)
-    return properties
-
-
-def hook_argv(app, name, release_dir, unit_text, command, extra_env=None):
+def hook_argv(app, name, release_dir, unit_text, command, extra_env=None, timeout_s=0, token=""):
     """The systemd-run command line that runs ``command`` (through /bin/sh) as the app would."""
-    argv = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec"]
-    argv += ["--unit", f"asgi-hook-{app.name}-{re.sub(r'[^a-z0-9]+', '-', name)}-{os.getpid()}"]
-    for prop in unit_properties(unit_text):
-        argv += ["-p", prop]
-    venv_bin = os.path.join(release_dir, "venv", "bin")
-    env = {
-        "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
-        "ASGI_HOOK": name,
-        "ASGI_RELEASE_ID": os.path.basename(release_dir),
-        "ASGI_RELEASE_MANIFEST": os.path.join(release_dir, "release.json"),
-        **(extra_env or {}),
-    }
-    for key, value in sorted(env.items()):
-        argv += ["-p", f"Environment={key}={value}"]
-    argv += ["-p", f"WorkingDirectory={release_dir}", "/bin/sh", "-c", command]
-    return argv
+    limits = [f"RuntimeMaxSec={int(timeout_s)}"] if timeout_s else []
+    fields = [f"LogExtraFields=ASGI_HOOK_RUN={token}"] if token else []
+    properties = as_app(unit_text, release_dir, name, extra_env, limits + fields)
+    return systemd_run(properties, ["/bin/sh", "-c", command], unit=app.hook_unit(name), pipe=False, quiet=False)
 
 
-def run_hook(app, name, release, settings, command, run=None, clock=time.monotonic, event=None, extra_env=None):
-    """Run the hook; audit it; raise HookFailed (with the output's tail) when it fails."""
-    run = run or subprocess.run
+def journal_of(run, token):
+    """What a hook printed: its lines in the journal, found by the field its unit tagged them with."""
+    run(["journalctl", "--sync"])
+    return run(["journalctl", "--no-pager", "-o", "cat", f"ASGI_HOOK_RUN={token}"])[1]
+
+
+def run_hook(
+    app,
+    name,
+    release,
+    settings,
+    command,
+    run,
+    event=None,
+    extra_env=None,
+    timeout_s=600,
+    show_output=False,
+    audit_output=None,
+    clock=time.monotonic,
+):
+    """Run the hook; audit it; raise HookFailed when it fails (its output's last lines when safe to show)."""
     release_dir = app.release_dir(release)
     unit = read_text(os.path.join(app.settings_dir(settings), "units", app.units["next"]), default=None)
     if unit is None:
         raise HookFailed(f"hook {name}: settings set {settings} is not staged on this host", {"hook": name})
     if not os.path.isfile(os.path.join(release_dir, "release.json")):
         raise HookFailed(f"hook {name}: release {release} is not built on this host", {"hook": name})
+    token = secrets.token_hex(8)
     began = clock()
-    result = run(
-        hook_argv(app, name, release_dir, unit, command, extra_env), capture_output=True, text=True, check=False
-    )
-    output = (result.stdout + result.stderr)[-OUTPUT_TAIL:]
+    rc, _, err = run(hook_argv(app, name, release_dir, unit, command, extra_env, timeout_s, token))
+    finished = FINISHED.search(err or "")
+    outcome = finished.group(1) if finished else ("success" if rc == 0 else "failed")
     summary = {
         "hook": name,
         "release": release,
-        "rc": result.returncode,
-        "result": "success" if result.returncode == 0 else "failed",
+        "rc": rc,
+        "result": "success" if rc == 0 else ("timeout" if outcome == "timeout" else "failed"),
         "duration_s": round(clock() - began, 2),
+        "unit": app.hook_unit(name),
     }
-    audit(app, {"event": "hook", **(event or {}), **summary})
-    summary["output"] = output
-    if result.returncode != 0:
-        raise HookFailed(f"hook {name} failed (exit {result.returncode}) on release {release}:\n{output}", summary)
-    return summary
+    output = tail(journal_of(run, token)) if show_output else ""
+    audited = {"event": "hook", **(event or {}), **summary}
+    if output and (show_output if audit_output is None else audit_output):
+        audited["output"] = output
+    audit(app, audited)
+    if output:
+        summary["output"] = output
+    if rc == 0:
+        return summary
+    raise HookFailed(failure(summary, err, timeout_s, output), summary)
+
+
+def failure(summary, err, timeout_s, output):
+    name, unit = summary["hook"], summary["unit"]
+    if ALREADY_THERE.search(err or ""):
+        return f"hook {name} did not start: {unit} of an earlier run is still running (it ends within its time limit)"
+    if summary["result"] == "timeout":
+        head = f"hook {name} was stopped at its time limit ({timeout_s:.0f}s, asgi_hook_timeout)"
+    else:
+        head = f"hook {name} failed (exit {summary['rc']}) on release {summary['release']}"
+    if output:
+        return f"{head}; its last lines:\n{output}"
+    return f"{head}; its output is in the host's journal: journalctl -u {unit} (asgi_hook_show_output shows it here)"

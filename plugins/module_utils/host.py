@@ -9,9 +9,12 @@ Layout (``base`` is ``/srv`` by default)::
     <base>/<app>/wheels/<key>/             offline wheelhouses
     <base>/<app>/tools/uv-<version>/uv
     <base>/<app>/deploy.lock               JSON: who holds the host
-    <base>/<app>/deploys.log               JSON lines: the audit log
+    <base>/<app>/deploys.log               JSON lines: the audit log (0640)
     <base>/<app>/deployed-settings.sha256  the settings main runs with
-    /etc/asgi-deploy/<app>/settings/<digest>/   one immutable settings set
+    /etc/asgi-deploy/<app>/settings/<id>/  one immutable settings set
+    /etc/asgi-deploy/<app>/settings.key    root-only key the settings ids are keyed with
+    /run/asgi-deploy-<app>.lock            the host flock: one build, hook or handover at a time
+    /usr/local/bin/asgi-<app>              the app's console (python, a shell or a command as the app runs)
 
 A release exists once its ``release.json`` does: it is written last, atomically.
 """
@@ -23,10 +26,12 @@ import fcntl
 import json
 import os
 import shutil
-import subprocess
 import time
 
 AUDIT_MAX_BYTES = 4 * 1024 * 1024
+AUDIT_MODE = 0o640
+# Suffixes of an app's own unit names: an app named like another app's unit would take it over.
+UNIT_SUFFIXES = ("-next", "-probe", "-next-probe")
 
 
 def app_argument_spec(**more):
@@ -34,9 +39,12 @@ def app_argument_spec(**more):
     return dict(app=dict(type="str", required=True), base_dir=dict(type="path", default="/srv"), **more)
 
 
-# The audit line's run, actor and host (the asgi.deploy.app.audit doc fragment).
-AUDIT_ARGUMENT_SPEC = dict(
-    run=dict(type="str", default=""), actor=dict(type="str", default=""), host=dict(type="str", default="")
+# The run a host-changing module works for (the asgi.deploy.app.run doc fragment).
+RUN_ARGUMENT_SPEC = dict(
+    run=dict(type="str", required=True),
+    flock_wait=dict(type="int", default=300),
+    actor=dict(type="str", default=""),
+    host=dict(type="str", default=""),
 )
 
 
@@ -44,7 +52,13 @@ class App:
     """Paths and unit names of one app; every directory is configurable for tests."""
 
     def __init__(
-        self, name, base_dir="/srv", config_dir="/etc/asgi-deploy", unit_dir="/etc/systemd/system", run_dir="/run"
+        self,
+        name,
+        base_dir="/srv",
+        config_dir="/etc/asgi-deploy",
+        unit_dir="/etc/systemd/system",
+        run_dir="/run",
+        bin_dir="/usr/local/bin",
     ):
         self.name = name
         self.root = os.path.join(base_dir, name)
@@ -56,6 +70,9 @@ class App:
         self.applied = os.path.join(self.root, "deployed-settings.sha256")
         self.config = os.path.join(config_dir, name)
         self.settings_root = os.path.join(self.config, "settings")
+        self.settings_key = os.path.join(self.config, "settings.key")
+        self.flock = os.path.join(run_dir, f"asgi-deploy-{name}.lock")
+        self.console = os.path.join(bin_dir, f"asgi-{name}")
         self.unit_dir = unit_dir
         self.run_dir = run_dir
         self.units = {
@@ -81,6 +98,19 @@ class App:
 
     def unit_path(self, unit):
         return os.path.join(self.unit_dir, unit)
+
+    def hook_unit(self, hook):
+        """One name per app and hook: systemd refuses to start a second one while the first runs."""
+        return f"asgi-hook-{self.name}-{hook.replace('_', '-')}.service"
+
+    def layout(self):
+        """Names and paths the roles' templates use: this class is their one owner."""
+        return {
+            "root": self.root,
+            "units": dict(self.units),
+            "probes": dict(self.probes),
+            "settings_root": self.settings_root,
+        }
 
 
 def read_text(path, default=""):
@@ -160,6 +190,7 @@ def list_releases(app):
                 "app_version": manifest.get("app_version", ""),
                 "built_at": manifest.get("built_at", ""),
                 "wheelhouse_key": manifest.get("wheelhouse_key", ""),
+                "tree_sha256": manifest.get("tree_sha256", ""),
             }
         )
     finished.sort(key=lambda r: (r["built_at"], r["id"]))
@@ -177,17 +208,19 @@ def free_mb(path):
 PYTHON_PROBE = (
     "import importlib.util, json, platform, sys;"
     "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'full': platform.python_version(),"
-    " 'machine': platform.machine(), 'glibc': platform.libc_ver()[1] or '0.0',"
+    " 'machine': platform.machine(), 'glibc': platform.libc_ver()[1] or '0.0', 'sys_platform': sys.platform,"
     " 'venv': importlib.util.find_spec('ensurepip') is not None}))"
 )
 
 
-def python_info(python):
+def python_info(run, python):
     """Version and platform of the interpreter releases are built with ({} when it does not run)."""
+    if not os.access(python, os.X_OK):
+        return {}
+    rc, out, _ = run([python, "-I", "-c", PYTHON_PROBE])
     try:
-        out = subprocess.run([python, "-I", "-c", PYTHON_PROBE], capture_output=True, text=True, timeout=30, check=True)
-        return json.loads(out.stdout)
-    except (OSError, subprocess.SubprocessError, ValueError):
+        return json.loads(out) if rc == 0 else {}
+    except ValueError:
         return {}
 
 
@@ -209,8 +242,10 @@ def audit(app, event, now=None):
             os.replace(app.audit, app.audit + ".1")
     except FileNotFoundError:
         pass
-    fd = os.open(app.audit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(app.audit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, AUDIT_MODE)
     try:
+        # Hooks' lines may carry what the app printed: never for every local user to read.
+        os.fchmod(fd, AUDIT_MODE)
         os.write(fd, line)
     finally:
         os.close(fd)
@@ -218,14 +253,35 @@ def audit(app, event, now=None):
 
 
 def read_audit(app, last=0):
+    """The audit log's records (the ``last`` ones); a line that is not a JSON object is skipped."""
     lines = read_text(app.audit).splitlines()
-    records = []
-    for line in lines[-last:] if last else lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
+    return parse_audit(lines[-last:] if last else lines)[0]
+
+
+def deploy_history(app, last=50):
+    """The releases this host was deployed to, oldest first: ``[{time, to}]`` of its successful deploys (the
+    rotated log too), what a rollback without a version steps back through."""
+    lines = read_text(app.audit + ".1").splitlines() + read_text(app.audit).splitlines()
+    records = parse_audit(lines)[0]
+    deploys = [r for r in records if r.get("event") == "deploy" and r.get("result") == "success" and r.get("to")]
+    return [{"time": r.get("time", ""), "to": r["to"]} for r in deploys][-last:]
+
+
+def parse_audit(lines):
+    """(records, number of corrupt lines skipped): a torn or hand-edited line never stops a reader."""
+    records, corrupt = [], 0
+    for line in lines:
+        if not line.strip():
             continue
-    return records
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            corrupt += 1
+    return records, corrupt
 
 
 def remove_tree(path):
@@ -237,14 +293,14 @@ class Busy(Exception):
 
 
 @contextlib.contextmanager
-def operation_lock(app, wait_s=300.0, sleep=time.sleep, clock=time.monotonic):
-    """Only one build or handover of an app at a time on a host.
+def host_flock(app, wait_s=300.0, sleep=time.sleep, clock=time.monotonic):
+    """Only one build, hook or handover of an app at a time on a host.
 
-    A controller that dies does not stop what it started on a host: over SSH the module runs on until it
-    ends. The run that follows must wait for it rather than work beside it. This is a flock, so it is
-    gone the moment its process is, whatever killed it.
+    A controller that dies does not stop what it started on a host: the module (a handover detaches from
+    its SSH session) runs on until it ends. The run that follows must wait for it rather than work beside
+    it. This is a flock, so it is gone the moment its process is, whatever killed it.
     """
-    path = os.path.join(app.run_dir, f"asgi-deploy-{app.name}.lock")
+    path = app.flock
     os.makedirs(app.run_dir, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -268,11 +324,10 @@ def operation_lock(app, wait_s=300.0, sleep=time.sleep, clock=time.monotonic):
         os.close(fd)
 
 
-def operation_running(app):
-    """The PID of a build or handover running now on this host ('' when none)."""
-    path = os.path.join(app.run_dir, f"asgi-deploy-{app.name}.lock")
+def flock_holder(app):
+    """The PID of a build, hook or handover running now on this host ('' when none)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(app.flock, os.O_RDONLY)
     except OSError:
         return ""
     try:

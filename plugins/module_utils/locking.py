@@ -2,25 +2,38 @@
 # MIT License (see LICENSE)
 """The per-host deploy lock: one run at a time, and who it is.
 
-The lock file holds JSON ``{run, actor, operation, version, controller, pid,
-since}``. Taking it is one ``O_EXCL`` create, so of two runs racing for a host
-exactly one wins. A run releases only its own lock; ``force`` clears anyone's,
-and leaves a ``force_unlock`` line naming the holder in the audit log.
+The lock file holds JSON ``{run, actor, operation, version, controller, controller_id, pid,
+since}``. The protocol:
+
+- taking it is one ``O_EXCL`` create, so of two runs racing for a host exactly one wins;
+- taking over a dead run's lock names that run: under the host flock the lock is read again
+  and replaced (an atomic rename) only if that run still holds it, so of two runs taking over
+  the same dead run exactly one wins, and a live run's lock is never replaced;
+- a run releases only its own lock; a forced unlock names the run it clears (or ``all``) and
+  leaves a ``force_unlock`` line in the audit log;
+- every module that changes a host checks, under the host flock, that its run holds the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 
-from ansible_collections.asgi.deploy.plugins.module_utils.host import audit, now_iso, read_text
+from ansible_collections.asgi.deploy.plugins.module_utils.host import audit, host_flock, now_iso, read_text
+
+ALL = "all"
 
 
 class LockHeld(Exception):
     def __init__(self, holder, message):
         super().__init__(message)
         self.holder = holder
+
+
+class NotLocked(Exception):
+    """A module that changes a host was called by a run that does not hold its lock."""
 
 
 def read_lock(app, now=None):
@@ -54,98 +67,124 @@ def describe(holder):
     )
 
 
-def _create(app, record):
+def _record(run, now, **fields):
+    return {"run": run, **fields, "since": round(now, 3), "since_iso": now_iso(now)}
+
+
+def _write(app, record, exclusive):
+    """Create the lock (``exclusive``: only if there is none) or replace it whole, atomically."""
+    data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
     os.makedirs(app.root, exist_ok=True)
-    fd = os.open(app.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    path = app.lock if exclusive else f"{app.lock}.tmp-{os.getpid()}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+        os.write(fd, data)
+        os.fsync(fd)
     finally:
         os.close(fd)
+    if not exclusive:
+        os.replace(path, app.lock)
+
+
+def _event(event, run, actor, host, **more):
+    return {"event": event, "run": run, "actor": actor, "host": host, **more}
 
 
 def take(
     app,
     run,
     actor="",
-    operation="",
-    version="",
-    controller="",
-    pid=0,
-    force=False,
     host="",
-    reason="",
+    take_over="",
+    wait_s=0.0,
+    flock_wait_s=300.0,
     now=None,
-    controller_id="",
+    clock=None,
+    sleep=None,
+    reason="dead run",
+    **fields,
 ):
-    """Take the lock for ``run``. Returns (changed, previous holder or None).
+    """Take the lock for ``run``. Returns (changed, previous holder or None, seconds waited).
 
-    Raises LockHeld when another run holds it and ``force`` is false. Taking it,
-    and taking it over, each leave a line in the audit log.
-    """
-    now = now if now is not None else time.time()
-    record = {
-        "run": run,
-        "actor": actor,
-        "operation": operation,
-        "version": version,
-        "controller": controller,
-        "controller_id": controller_id,
-        "pid": pid,
-        "since": round(now, 3),
-        "since_iso": now_iso(now),
-    }
-    holder = read_lock(app, now)
-    if holder is not None and holder.get("run") == run:
-        return False, None
-    if holder is not None:
-        if not force:
-            raise LockHeld(
-                holder,
-                f"deploy lock held by {describe(holder)}; if that run is dead, run again with -e force_unlock=true",
+    ``take_over`` names a dead run whose lock may be replaced (see the module docstring); ``wait_s``
+    waits that long for a live holder to let go. Raises LockHeld otherwise. ``fields`` (operation,
+    version, controller, controller_id, pid) go into the lock."""
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    began = clock()
+    while True:
+        stamp = now if now is not None else time.time()
+        holder = read_lock(app, stamp)
+        if holder is not None and holder.get("run") == run:
+            return False, None, round(clock() - began, 1)
+        if holder is None:
+            try:
+                _write(app, _record(run, stamp, actor=actor, **fields), exclusive=True)
+            except FileExistsError:
+                continue  # taken between our read and our create: read it again
+            audit(app, _event("lock", run, actor, host, **_lock_fields(fields)), stamp)
+            return True, None, round(clock() - began, 1)
+        if take_over and holder.get("run") == take_over:
+            with host_flock(app, flock_wait_s):
+                again = read_lock(app, stamp)
+                if again is not None and again.get("run") == take_over:
+                    audit(app, _event("force_unlock", run, actor, host, holder=again, reason=reason), stamp)
+                    _write(app, _record(run, stamp, actor=actor, **fields), exclusive=False)
+                    audit(app, _event("lock", run, actor, host, **_lock_fields(fields)), stamp)
+                    return True, again, round(clock() - began, 1)
+            continue  # someone else took it over first: read who
+        if clock() - began >= wait_s:
+            hint = (
+                f"; it waited {wait_s:.0f}s"
+                if wait_s
+                else "; -e asgi_lock_wait=SECONDS waits for it, -e asgi_force_unlock=<run> clears a dead run's lock"
             )
-        audit(app, _forced(run, actor, host, holder, reason), now)
-        os.unlink(app.lock)
-    try:
-        _create(app, record)
-    except FileExistsError:
-        # Another run took it between our read and our create.
-        holder = read_lock(app, now)
-        raise LockHeld(holder, f"deploy lock taken meanwhile by {describe(holder)}") from None
-    audit(
-        app,
-        {"event": "lock", "run": run, "actor": actor, "host": host, "operation": operation, "version": version},
-        now,
-    )
-    return True, holder
+            raise LockHeld(holder, f"deploy lock held by {describe(holder)}{hint}")
+        sleep(1.0)
 
 
-def _forced(run, actor, host, holder, reason):
-    return {
-        "event": "force_unlock",
-        "run": run,
-        "actor": actor,
-        "host": host,
-        "holder": holder,
-        "reason": reason or "forced",
-    }
+def _lock_fields(fields):
+    return {k: fields[k] for k in ("operation", "version") if k in fields}
 
 
-def release(app, run, force=False, actor="", host="", reason="", now=None):
-    """Release the lock if ``run`` holds it (or any holder with ``force``). Returns (changed, holder)."""
+def unlock(app, run, actor="", host="", force="", now=None):
+    """Release the lock if ``run`` holds it; ``force`` names another run to clear (or ``all``).
+
+    Returns (changed, holder found)."""
     holder = read_lock(app, now)
     if holder is None:
         return False, None
     ours = holder.get("run") == run
-    if not ours and not force:
+    forced = bool(force) and not ours and (force == ALL or holder.get("run") == force)
+    if not ours and not forced:
         return False, holder
     try:
         os.unlink(app.lock)
     except FileNotFoundError:
         return False, holder
-    event = (
-        {"event": "unlock", "run": run, "actor": actor, "host": host}
-        if ours
-        else _forced(run, actor, host, holder, reason)
-    )
-    audit(app, event, now)
+    if ours:
+        audit(app, _event("unlock", run, actor, host), now)
+    else:
+        scope = "every holder (force_unlock=all)" if force == ALL else "the named run"
+        audit(app, _event("force_unlock", run, actor, host, holder=holder, reason=f"force_unlock: {scope}"), now)
     return True, holder
+
+
+def require(app, run):
+    """Raise NotLocked unless ``run`` holds this host's deploy lock (call it under the host flock)."""
+    holder = read_lock(app)
+    if not run or holder is None or holder.get("run") != run:
+        held = f"it is held by {describe(holder)}" if holder else "nobody holds it"
+        raise NotLocked(
+            f"run {run or '(none)'} does not hold the deploy lock of {app.name} on this host ({held}): "
+            "nothing was changed; take the lock first (asgi.deploy.lock)"
+        )
+    return holder
+
+
+@contextlib.contextmanager
+def holding(app, run, wait_s=300.0):
+    """What every module that changes a host works under: the host flock (a build, hook or handover a dead
+    run left running ends first), and proof that ``run`` holds the deploy lock. Raises Busy or NotLocked."""
+    with host_flock(app, wait_s):
+        require(app, run)
+        yield

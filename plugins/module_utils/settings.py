@@ -2,22 +2,32 @@
 # MIT License (see LICENSE)
 """Settings sets: everything an instance is started with besides its release, immutable, by digest.
 
-``/etc/asgi-deploy/<app>/settings/<digest>/`` holds ``gunicorn.conf.py``, the
+``/etc/asgi-deploy/<app>/settings/<id>/`` holds ``gunicorn.conf.py``, the
 environment file, secrets and the unit files (``units/``) that reference them.
 A set is written into a staging directory, validated, and renamed into place:
 it is there whole or not at all. Main and next each run the set their unit
 names, so a new set can be tried on next while main keeps its own.
+
+A set's id is keyed: an HMAC, with a root-only key of the app on the host, of
+the digest of the options that shape it (computed on the controller, secrets
+left out) and of the secrets themselves. The id is in unit files, process
+environments and the audit log; keyed, it says nothing about a secret, while a
+changed secret still makes a new set and a handover.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import re
+import secrets as random
 import shutil
-import subprocess
 import tempfile
 
-from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text, remove_tree
+from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text, remove_tree, write_atomic
+from ansible_collections.asgi.deploy.plugins.module_utils.process import systemd_run
 
 DIGEST = re.compile(r"^[0-9a-f]{16,64}$")
 # systemd-analyze verify checks that ExecStart exists; the release provides it, and may not be built yet.
@@ -54,7 +64,38 @@ def same_set(directory, files):
     )
 
 
-def validate(directory, files, verify=True):
+def settings_id(app, public, secrets, create=False):
+    """The id of the set shaped by ``public`` (the controller's digest of the options, secrets left out) and
+    ``secrets``, keyed with the app's key on this host; '' when there is no key yet and ``create`` is false
+    (then no set was ever made here with it: the host needs new settings anyway)."""
+    key = read_key(app)
+    if key is None:
+        if not create:
+            return ""
+        key = random.token_bytes(32)
+        os.makedirs(app.config, mode=0o755, exist_ok=True)
+        try:
+            fd = os.open(app.settings_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # made meanwhile by another run: use that one
+            key = read_key(app)
+        else:
+            try:
+                os.write(fd, key.hex().encode())
+            finally:
+                os.close(fd)
+    message = public + "\0" + json.dumps(sorted((str(k), str(v)) for k, v in (secrets or {}).items()))
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def read_key(app):
+    text = read_text(app.settings_key, default=None)
+    try:
+        return bytes.fromhex(text.strip()) if text and text.strip() else None
+    except ValueError:
+        return None
+
+
+def validate(directory, files, run, verify=True):
     problems = []
     for name, spec in files.items():
         if name.endswith(".py"):
@@ -64,34 +105,26 @@ def validate(directory, files, verify=True):
                 problems.append(f"{name}: {exc}")
     units = sorted(os.path.join(directory, n) for n in files if n.startswith("units/"))
     if verify and units and shutil.which("systemd-analyze"):
-        result = subprocess.run(
-            ["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True, check=False
-        )
-        lines = [
-            line
-            for line in (result.stderr + result.stdout).splitlines()
-            if line.strip() and not NOT_YET_THERE.search(line)
-        ]
-        problems += lines if result.returncode != 0 else [line for line in lines if IGNORED.search(line)]
+        rc, out, err = run(["systemd-analyze", "verify", "--man=no", *units])
+        lines = [line for line in (err + out).splitlines() if line.strip() and not NOT_YET_THERE.search(line)]
+        problems += lines if rc != 0 else [line for line in lines if IGNORED.search(line)]
     if problems:
         raise SettingsInvalid("the settings set is not valid:\n" + "\n".join(problems))
 
 
-def credential_probe(user, group, run=subprocess.run):
+def credential_probe(user, group, run):
     """A check that this host's systemd can hand the service user a credential, as the units will
     (LoadCredential=, PrivateUsers=): where it cannot, the app would get PermissionError at its first
     request; this makes it an error before the switch."""
 
     def probe(directory, names):
         source = os.path.join(directory, "credentials", sorted(names)[0])
-        argv = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec"]
-        argv += ["-p", "User=" + user, "-p", "Group=" + group, "-p", "PrivateUsers=yes"]
-        argv += ["-p", "LoadCredential=probe:" + source, "/bin/sh", "-c", 'test -r "$CREDENTIALS_DIRECTORY/probe"']
-        result = run(argv, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
+        properties = ["User=" + user, "Group=" + group, "PrivateUsers=yes", "LoadCredential=probe:" + source]
+        rc, out, err = run(systemd_run(properties, ["/bin/sh", "-c", 'test -r "$CREDENTIALS_DIRECTORY/probe"']))
+        if rc != 0:
             raise SettingsInvalid(
                 f"this host's systemd cannot hand a credential to {user} (LoadCredential=, "
-                f"{(result.stderr or result.stdout).strip() or 'the file is not readable in the service'}): in a "
+                f"{(err or out).strip() or 'the file is not readable in the service'}): in a "
                 "container, /run must be a shared mount (mount --make-shared /run, as systemd's CONTAINER_INTERFACE "
                 "asks); or set service_secrets_via: environment_file"
             )
@@ -99,7 +132,7 @@ def credential_probe(user, group, run=subprocess.run):
     return probe
 
 
-def stage(app, digest, files, gid=0, verify=True, check_mode=False, probe=None):
+def stage(app, digest, files, run, gid=0, verify=True, check_mode=False, probe=None):
     """Write the settings set ``digest``. Returns True when it had to be written."""
     if not DIGEST.match(digest):
         raise SettingsInvalid(f"settings digest {digest!r} is not a hex digest")
@@ -131,7 +164,7 @@ def stage(app, digest, files, gid=0, verify=True, check_mode=False, probe=None):
                 os.fchown(fd, 0, 0 if spec.get("secret") else gid)
             finally:
                 os.close(fd)
-        validate(staging, files, verify)
+        validate(staging, files, run, verify)
         credentials = [name.split("/", 1)[1] for name in files if name.startswith("credentials/")]
         if credentials and probe:
             probe(staging, credentials)
@@ -145,6 +178,25 @@ def stage(app, digest, files, gid=0, verify=True, check_mode=False, probe=None):
             os.rename(staging, target)
     finally:
         remove_tree(staging)
+    return True
+
+
+CONSOLE = """#!/bin/sh
+# asgi-{app}: python, a shell or a command, run as {app} runs - its user, environment, secrets and
+# sandbox, from its live release (asgi-{app} --help). Written by asgi.deploy.
+set -eu
+settings=$(cat {applied} 2>/dev/null) || {{ echo "asgi-{app}: {app} is not deployed on this host" >&2; exit 1; }}
+ASGI_CONSOLE_APP={app} ASGI_CONSOLE_ROOT={root} exec /usr/bin/python3 {settings_root}/"$settings"/asgi_console.py "$@"
+"""
+
+
+def install_console(app, check_mode=False):
+    """The ``asgi-<app>`` command on the host's PATH; True when it had to be written."""
+    wanted = CONSOLE.format(app=app.name, applied=app.applied, root=app.root, settings_root=app.settings_root)
+    if read_text(app.console, default=None) == wanted:
+        return False
+    if not check_mode:
+        write_atomic(app.console, wanted, 0o755)
     return True
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 
 UNIT_PROPERTIES = (
+    "Id",
     "LoadState",
     "ActiveState",
     "SubState",
@@ -21,6 +21,7 @@ UNIT_PROPERTIES = (
     "NRestarts",
     "InvocationID",
     "UnitFileState",
+    "NeedDaemonReload",
 )
 
 
@@ -29,21 +30,29 @@ class SystemdError(Exception):
 
 
 class Systemd:
-    def __init__(self, proc="/proc"):
-        self.proc = proc
+    """``run`` is ``AnsibleModule.run_command`` (or a test's fake)."""
+
+    def __init__(self, run, proc="/proc"):
+        self.run, self.proc = run, proc
 
     def _run(self, *argv, check=True):
-        result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
-        if check and result.returncode != 0:
-            raise SystemdError("{} failed: {}".format(" ".join(argv), (result.stderr or result.stdout).strip()))
-        return result
+        rc, out, err = self.run(list(argv))
+        if check and rc != 0:
+            raise SystemdError("{} failed: {}".format(" ".join(argv), (err or out).strip()))
+        return out
 
     def show(self, unit):
-        out = self._run("systemctl", "show", unit, "-p", ",".join(UNIT_PROPERTIES), check=False).stdout
+        out = self._run("systemctl", "show", unit, "-p", ",".join(UNIT_PROPERTIES), check=False)
         props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         props["MainPID"] = int(props.get("MainPID") or 0)
         props["NRestarts"] = int(props.get("NRestarts") or 0)
         return props
+
+    def running(self, pattern):
+        """Units matching ``pattern`` that are loaded and not dead (transient hook units, say)."""
+        out = self._run("systemctl", "list-units", "--plain", "--no-legend", "--all", pattern, check=False)
+        rows = [line.split() for line in out.splitlines()]
+        return [row[0] for row in rows if len(row) > 2 and row[2] in ("active", "activating", "deactivating")]
 
     def daemon_reload(self):
         self._run("systemctl", "daemon-reload")
@@ -54,9 +63,6 @@ class Systemd:
 
     def start(self, *units):
         self._run("systemctl", "start", *units)
-
-    def stop(self, *units):
-        self._run("systemctl", "stop", *units)
 
     def stop_for_good(self, *units):
         """Stop with jobs nothing may replace until they are done.
@@ -111,8 +117,9 @@ class Systemd:
         return found
 
     def journal(self, unit, lines=40):
-        out = self._run("journalctl", "--no-pager", "-o", "short-iso", "-n", str(lines), "-u", unit, check=False)
-        return out.stdout.strip()
+        return self._run(
+            "journalctl", "--no-pager", "-o", "short-iso", "-n", str(lines), "-u", unit, check=False
+        ).strip()
 
     def release_of(self, pid):
         """The release a process runs: its working directory, resolved (set by the unit, never by the app)."""

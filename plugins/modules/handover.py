@@ -12,22 +12,27 @@ version_added: 0.2.0
 description:
   - The whole per-host switch as one state machine, in one round trip.
   - With O(strategy=handover) - start C(<app>-next.service) from the release with the new settings on the shared
-    socket, gate it, point C(current) at the release (C(previous) at the one before), restart C(<app>.service)
-    with the new settings while next serves, gate it, stop next.
+    socket, gate it, point C(current) at the release (C(previous) at the one before) and main's unit at the settings,
+    restart C(<app>.service) while next serves, gate it, stop next.
   - With O(strategy=restart) - switch C(current), restart main, gate it (requests wait in the socket backlog).
   - On a host that runs nothing, installs and enables the units, switches C(current), starts main and gates it.
+  - Whether the host needs a change is the one assessment M(asgi.deploy.state) also reports (RV(reasons)) - a new
+    release or settings, a failed or interrupted instance, main running other settings than the ones applied, unit
+    files systemd has not loaded (they are loaded first), a venv whose interpreter is gone.
   - The gate waits for the instance's readiness path on its private probe socket, fails at the instance's first
-    crash, and checks from systemd and C(/proc) which release (the main PID's working directory) and which settings
-    (its C(ASGI_SETTINGS_DIGEST)) the instance runs. O(check_version=true) also asks the app's C(/version).
+    crash, fails at once on an answer only configuration explains (a redirect, 400, 404, naming the likely cause),
+    and checks from systemd and C(/proc) which release (the main PID's working directory) and which settings (its
+    C(ASGI_SETTINGS_DIGEST)) the instance runs. O(check_version=true) also asks the app's C(/version).
   - On any failure the host is put back exactly as it was (C(current), C(previous), C(next), unit files, units
     reset and running, next stopped) and the module fails naming the step, the check and the journal tail. A failed
     first deploy leaves the units stopped.
+  - The switch runs detached from the SSH session - a controller that dies (whatever its pipelining or become
+    settings) never leaves a host half switched - and under the host flock, so the next run waits for it.
   - Appends one JSON line per handover (success or not) to C(<base>/<app>/deploys.log), in one write.
-  - A host that already runs the release with the settings, healthy, is left alone unless O(force=true).
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
-  - asgi.deploy.app.audit
+  - asgi.deploy.app.run
 options:
   release:
     description: The release to run (a finished release on the host).
@@ -43,17 +48,29 @@ options:
     choices: [handover, restart]
     default: handover
   operation:
-    description: What is recorded in the audit log (C(deploy), C(rollback), C(recover)).
+    description: What is recorded in the audit log.
     type: str
+    choices: [deploy, rollback, revert, settings]
     default: deploy
   readiness_path:
-    description: Path that answers 200 once an instance can serve.
+    description: Path that answers an accepted status once an instance can serve.
     type: str
     default: /readyz
   readiness_timeout:
     description: Seconds an instance gets to become ready.
     type: int
     default: 60
+  readiness_headers:
+    description:
+      - Headers the readiness probe sends, for example C(Host) (an app that checks host names answers 400 to one it
+        does not allow; the default is C(localhost)) and C(X-Forwarded-Proto) (an app that redirects to HTTPS).
+    type: dict
+    default: {}
+  readiness_status:
+    description: Statuses that count as ready.
+    type: list
+    elements: int
+    default: [200]
   check_version:
     description:
       - Also require the app's C(/version) to name the release (C(release_id)).
@@ -83,6 +100,14 @@ options:
         failed gate, and the step is C(after switch). Empty runs nothing.
     type: str
     default: ""
+  hook_timeout:
+    description: Seconds O(after_switch) may run before it is stopped (and the host goes back).
+    type: int
+    default: 600
+  hook_show_output:
+    description: Keep the last lines of O(after_switch)'s output in the audit log and in a failure message.
+    type: bool
+    default: false
   unlock:
     description:
       - Once the host is handed over, release the deploy lock O(run) holds on it (see M(asgi.deploy.lock)), in the
@@ -92,7 +117,7 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports whether the host would be switched, and how.
+    description: Reports whether the host would be switched, how, and why.
   diff_mode:
     support: none
     description: Links and units, no file content to show.
@@ -103,31 +128,56 @@ EXAMPLES = r"""
   asgi.deploy.handover:
     app: billing
     release: 1.4.0-3f2a9c1e
-    settings: "{{ settings_digest }}"
+    settings: "{{ settings_id }}"
     run: "{{ run_id }}"
     actor: ops@laptop
     host: "{{ inventory_hostname }}"
+    readiness_headers:
+      Host: billing.example.net
 """
 
 RETURN = r"""
+changed:
+  description: Whether the host was switched.
+  returned: always
+  type: bool
 change:
-  description: What changed - C(release), C(settings), C(both), C(repair), or empty.
+  description: What changed - C(release), C(settings), C(both), C(repair) (drift only), or empty.
   returned: always
   type: str
+reasons:
+  description: Why the host needed a change (see M(asgi.deploy.state)'s RV(asgi.deploy.state#module:assessment)).
+  returned: when changed
+  type: list
+  elements: str
 strategy:
-  description: The strategy used - C(handover), C(restart) or C(initial).
+  description: The strategy used - C(handover), C(restart) or C(initial); empty when nothing changed.
   returned: always
   type: str
 from:
-  description: The release the host ran before.
+  description: The release the host ran before (empty on a first deploy).
   returned: always
   type: str
 to:
-  description: The release the host runs now.
+  description: The release the host runs now (or was to run).
   returned: always
   type: str
+from_settings:
+  description: The settings id main ran with before.
+  returned: when changed
+  type: str
+to_settings:
+  description: The settings id the host runs now (or was to run).
+  returned: when changed
+  type: str
+result:
+  description:
+    - C(success), or on failure C(reverted) (the host is back as it was), C(failed) (a first deploy - its units are
+      stopped) or C(revert_failed) (see RV(revert_error)).
+  returned: when changed
+  type: str
 steps:
-  description: Each step and the seconds it took, in order.
+  description: Each step and the seconds it took, in order (C([name, seconds]) pairs).
   returned: when changed
   type: list
   elements: list
@@ -140,13 +190,24 @@ step:
   returned: on failure
   type: str
 check:
-  description: The check that failed (C(start), C(readiness), C(release), C(settings), C(version), C(systemd)).
+  description:
+    - The check that failed - C(start), C(readiness), C(configuration), C(release), C(settings), C(version),
+      C(systemd), C(host), C(lock) or C(busy).
+  returned: on failure
+  type: str
+error:
+  description: What failed, in one sentence.
+  returned: on failure
+  type: str
+revert_error:
+  description: What could not be put back (empty when the revert completed).
   returned: on failure
   type: str
 journal:
-  description: Journal tail of the instance that failed.
+  description: Journal tail of the instance that failed, as a list of lines.
   returned: on failure
-  type: str
+  type: list
+  elements: str
 unlocked:
   description: Whether the deploy lock of O(run) was released.
   returned: when O(unlock=true)
@@ -154,41 +215,52 @@ unlocked:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.asgi.deploy.plugins.module_utils.detach import detached
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate
-from ansible_collections.asgi.deploy.plugins.module_utils.handover import Handover, HandoverFailed, describe_change
-from ansible_collections.asgi.deploy.plugins.module_utils.host import AUDIT_ARGUMENT_SPEC, App, app_argument_spec
-from ansible_collections.asgi.deploy.plugins.module_utils.locking import release
+from ansible_collections.asgi.deploy.plugins.module_utils.handover import Handover, HandoverFailed
+from ansible_collections.asgi.deploy.plugins.module_utils.host import RUN_ARGUMENT_SPEC, App, Busy, app_argument_spec
+from ansible_collections.asgi.deploy.plugins.module_utils.locking import NotLocked, holding, unlock
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 
+ARGUMENT_SPEC = app_argument_spec(
+    release=dict(type="str", required=True),
+    settings=dict(type="str", required=True),
+    strategy=dict(type="str", choices=["handover", "restart"], default="handover"),
+    operation=dict(type="str", choices=["deploy", "rollback", "revert", "settings"], default="deploy"),
+    **RUN_ARGUMENT_SPEC,
+    readiness_path=dict(type="str", default="/readyz"),
+    readiness_timeout=dict(type="int", default=60),
+    readiness_headers=dict(type="dict", default={}),
+    readiness_status=dict(type="list", elements="int", default=[200]),
+    check_version=dict(type="bool", default=False),
+    start_cpu_weight=dict(type="int", default=20),
+    start_nice=dict(type="int", default=10),
+    force=dict(type="bool", default=False),
+    after_switch=dict(type="str", default=""),
+    hook_timeout=dict(type="int", default=600),
+    hook_show_output=dict(type="bool", default=False),
+    unlock=dict(type="bool", default=False),
+)
 
-def main():
-    module = AnsibleModule(
-        argument_spec=app_argument_spec(
-            release=dict(type="str", required=True),
-            settings=dict(type="str", required=True),
-            strategy=dict(type="str", choices=["handover", "restart"], default="handover"),
-            operation=dict(type="str", default="deploy"),
-            **AUDIT_ARGUMENT_SPEC,
-            readiness_path=dict(type="str", default="/readyz"),
-            readiness_timeout=dict(type="int", default=60),
-            check_version=dict(type="bool", default=False),
-            start_cpu_weight=dict(type="int", default=20),
-            start_nice=dict(type="int", default=10),
-            force=dict(type="bool", default=False),
-            after_switch=dict(type="str", default=""),
-            unlock=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
+
+def machine(module):
     p = module.params
-    app, systemd = App(p["app"], p["base_dir"]), Systemd()
-    gate = Gate(systemd, p["readiness_path"], p["readiness_timeout"], p["check_version"])
-    machine = Handover(
-        app,
+    systemd = Systemd(module.run_command)
+    gate = Gate(
+        systemd,
+        p["readiness_path"],
+        p["readiness_timeout"],
+        p["check_version"],
+        headers={str(k): str(v) for k, v in p["readiness_headers"].items()},
+        accept=p["readiness_status"],
+    )
+    return Handover(
+        App(p["app"], p["base_dir"]),
         systemd,
         gate,
         p["release"],
         p["settings"],
+        module.run_command,
         strategy=p["strategy"],
         operation=p["operation"],
         run=p["run"],
@@ -198,26 +270,50 @@ def main():
         start_nice=p["start_nice"],
         force=p["force"],
         after_switch=p["after_switch"],
+        hook_timeout=p["hook_timeout"],
+        hook_show_output=p["hook_show_output"],
     )
+
+
+def switch(handover):
+    """The switch, as a JSON-able outcome (it may run in a detached child)."""
+    try:
+        return {"ok": handover.run()}
+    except HandoverFailed as failed:
+        return {"msg": str(failed), **failed.result, "step": failed.step, "check": failed.check,
+                "journal": failed.journal.splitlines()}  # fmt: skip
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    handover = machine(module)
     if module.check_mode:
-        prior = machine.snapshot()
-        first = machine.first(prior)
-        change = describe_change(prior, p["release"], p["settings"], first)
-        changed = bool(change) or p["force"] or not machine.healthy(prior)
+        prior = handover.snapshot()
+        verdict = handover.plan(prior)
         module.exit_json(
-            changed=changed,
-            change=change,
-            strategy="initial" if first else p["strategy"],
+            changed=verdict["needed"],
+            change=verdict["change"] or ("repair" if verdict["needed"] else ""),
+            reasons=verdict["reasons"],
+            strategy=("initial" if verdict["first"] else p["strategy"]) if verdict["needed"] else "",
             to=p["release"],
-            **{"from": prior["current"]},
+            **{"from": prior["live"]},
         )
     try:
-        result = machine.run()
-    except HandoverFailed as failed:
-        details = dict(failed.result, step=failed.step, check=failed.check, journal=failed.journal)
-        module.fail_json(msg=str(failed), **details)
-    if p["unlock"] and p["run"]:
-        result["unlocked"] = release(app, p["run"], actor=p["actor"], host=p["host"])[0]
+        with holding(handover.app, p["run"], p["flock_wait"]):
+            # Detached: a controller that dies (SSH hung up) never stops a host half way through its switch.
+            outcome = detached(lambda: switch(handover))
+    except (Busy, NotLocked) as refused:
+        module.fail_json(msg=str(refused), step="check", check="busy" if isinstance(refused, Busy) else "lock")
+    if "crashed" in outcome:
+        module.fail_json(
+            msg="the handover crashed: " + outcome["crashed"].strip().splitlines()[-1], trace=outcome["crashed"]
+        )
+    if "ok" not in outcome:
+        module.fail_json(**outcome)
+    result = outcome["ok"]
+    if p["unlock"]:
+        result["unlocked"] = unlock(handover.app, p["run"], actor=p["actor"], host=p["host"])[0]
     module.exit_json(**result)
 
 

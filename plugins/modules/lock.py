@@ -11,12 +11,17 @@ short_description: Take or release the per-host deploy lock of an app
 version_added: 0.2.0
 description:
   - The lock (C(<base>/<app>/deploy.lock)) records the run that holds it - run id, actor, operation, version,
-    controller host and PID, and when it was taken - so a held lock names its holder and age.
+    release, controller host, controller id and PID, and when it was taken - so a held lock names its holder and age.
   - Taking it is one exclusive create, so of two runs racing for a host exactly one wins.
-  - A run releases only its own lock. O(force=true) takes over or clears anyone's, and appends a C(force_unlock)
-    line naming the previous holder to the audit log (C(<base>/<app>/deploys.log)); taking and releasing the lock
-    leave C(lock) and C(unlock) lines.
-  - With O(state=present), also returns the host's state read under the lock (see M(asgi.deploy.state)).
+  - Taking over names the run whose lock may be replaced (O(take_over)) - a run the controller found dead, or one
+    the user named with C(-e asgi_force_unlock=<run>). Under the host flock the lock is read again and replaced
+    only if that run still holds it, so of two runs taking over one dead run exactly one wins. A C(force_unlock)
+    line naming the previous holder goes to the audit log (C(<base>/<app>/deploys.log)).
+  - A run releases only its own lock; O(force) clears the named run's lock, or anyone's with C(all).
+  - Once the lock is taken, a deploy hook a dead run left running (C(asgi-hook-<app>-*)) is waited for, or stopped
+    with O(stop_hooks), so that no migration ever runs beside another.
+  - With O(state=present), also returns the host's state read under the lock (see M(asgi.deploy.state)), with the
+    id of the settings set the host is to run.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
@@ -35,11 +40,16 @@ options:
     type: str
     default: ""
   operation:
-    description: What the run does (C(deploy), C(rollback)), recorded in the lock.
+    description: What the run does, recorded in the lock.
     type: str
+    choices: [deploy, rollback, revert, exec, remove, settings, release, ""]
     default: ""
   version:
     description: The version the run ships, recorded in the lock.
+    type: str
+    default: ""
+  release:
+    description: The release the run ships, recorded in the lock (pruning never removes it).
     type: str
     default: ""
   controller:
@@ -47,7 +57,8 @@ options:
     type: str
     default: ""
   controller_id:
-    description: Digest of the controller's machine id, so that a dead run's lock can be told from a live one.
+    description: The controller's identity (machine id, boot id, host name, PID namespace), so that only this
+      controller ever judges the run dead.
     type: str
     default: ""
   pid:
@@ -58,18 +69,43 @@ options:
     description: The inventory name of the host, for the audit log.
     type: str
     default: ""
-  force:
-    description: Take over or clear a lock another run holds, with a C(force_unlock) audit line.
-    type: bool
-    default: false
-  reason:
-    description: Why a lock is forced (recorded in the audit line), for example C(dead run).
+  take_over:
+    description: The run id of a dead holder whose lock may be replaced (O(state=present)).
     type: str
     default: ""
+  force:
+    description: With O(state=absent), the run id whose lock to clear, or C(all) for anyone's.
+    type: str
+    default: ""
+  wait:
+    description: Seconds to wait for a live holder to let go before failing (O(state=present)).
+    type: int
+    default: 0
+  hook_wait:
+    description: Seconds to wait for a hook a dead run left running before failing as busy.
+    type: int
+    default: 660
+  reason:
+    description: Why O(take_over) may replace that run's lock, for the audit line - C(dead run) or C(force_unlock).
+    type: str
+    choices: [dead run, force_unlock]
+    default: dead run
+  stop_hooks:
+    description: Stop a hook a dead run left running instead of waiting for it (the user forced the unlock).
+    type: bool
+    default: false
   python:
     description: Interpreter the releases are built with (for the state returned with O(state=present)).
     type: path
     default: /usr/bin/python3
+  settings_public:
+    description: The controller's digest of the options that shape the host's settings (secrets left out).
+    type: str
+    default: ""
+  secrets:
+    description: The app's secrets; with O(settings_public) they key the settings id (see M(asgi.deploy.settings)).
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -88,12 +124,12 @@ EXAMPLES = r"""
     operation: deploy
     version: 1.4.0
 
-- name: Clear a lock left by a dead run, with an audit line
+- name: Clear the lock a dead run left, naming it (audited)
   asgi.deploy.lock:
     app: billing
     state: absent
     run: "{{ run_id }}"
-    force: true
+    force: 3f2a9c1e0b7d4a11
 """
 
 RETURN = r"""
@@ -102,77 +138,138 @@ holder:
   returned: always
   type: dict
 forced:
-  description: Whether another run's lock was cleared.
+  description: Whether another run's lock was taken over or cleared.
   returned: always
   type: bool
+waited_s:
+  description: Seconds spent waiting for a live holder.
+  returned: when O(state=present)
+  type: float
+hooks_stopped:
+  description: Hook units of a dead run this call stopped.
+  returned: when O(state=present)
+  type: list
+  elements: str
 host_state:
-  description: The host's state read under the lock (as M(asgi.deploy.state) returns it).
+  description: The host's state read under the lock (as M(asgi.deploy.state) returns it), with RV(settings_id).
   returned: when O(state=present)
   type: dict
+settings_id:
+  description: The id of the settings set the host is to run (its key made if missing).
+  returned: when O(state=present) and O(settings_public) is set
+  type: str
 """
 
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec
+from ansible_collections.asgi.deploy.plugins.module_utils.host import App, Busy, app_argument_spec
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import read_state
-from ansible_collections.asgi.deploy.plugins.module_utils.locking import LockHeld, describe, read_lock, release, take
+from ansible_collections.asgi.deploy.plugins.module_utils.locking import LockHeld, describe, read_lock, take, unlock
+from ansible_collections.asgi.deploy.plugins.module_utils.settings import settings_id
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
+
+# The id check mode shows for a host that has no settings key yet (check mode makes none).
+CHECK_MODE_SETTINGS = "0" * 32
+ARGUMENT_SPEC = app_argument_spec(
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    run=dict(type="str", required=True),
+    actor=dict(type="str", default=""),
+    operation=dict(
+        type="str", choices=["deploy", "rollback", "revert", "exec", "remove", "settings", "release", ""], default=""
+    ),
+    version=dict(type="str", default=""),
+    release=dict(type="str", default=""),
+    controller=dict(type="str", default=""),
+    controller_id=dict(type="str", default=""),
+    pid=dict(type="int", default=0),
+    host=dict(type="str", default=""),
+    take_over=dict(type="str", default=""),
+    force=dict(type="str", default=""),
+    wait=dict(type="int", default=0),
+    hook_wait=dict(type="int", default=660),
+    reason=dict(type="str", choices=["dead run", "force_unlock"], default="dead run"),
+    stop_hooks=dict(type="bool", default=False),
+    python=dict(type="path", default="/usr/bin/python3"),
+    settings_public=dict(type="str", default=""),
+    secrets=dict(type="dict", default={}, no_log=True),
+)
+
+
+def settle_hooks(app, systemd, stop, wait_s, clock=time.monotonic, sleep=time.sleep):
+    """Hooks a dead run left running end before this run starts its own: stopped when the user took the dead
+    run's lock over, else waited for (each stops at its own time limit). Returns the units stopped."""
+    running = systemd.running(f"asgi-hook-{app.name}-*")
+    if running and stop:
+        systemd.stop_for_good(*running)
+        return running
+    deadline = clock() + wait_s
+    while running:
+        if clock() > deadline:
+            raise Busy(f"hooks of an earlier run are still running after {wait_s}s: {', '.join(running)}")
+        sleep(1.0)
+        running = systemd.running(f"asgi-hook-{app.name}-*")
+    return []
+
+
+def check_mode(module, app):
+    p = module.params
+    holder = read_lock(app)
+    ours = holder is not None and holder.get("run") == p["run"]
+    if p["state"] == "present":
+        if holder is not None and not ours and holder.get("run") != p["take_over"]:
+            module.fail_json(msg=f"deploy lock held by {describe(holder)}", holder=holder)
+        state = read_state(app, Systemd(module.run_command), module.run_command, p["python"])
+        result = dict(changed=not ours, holder=holder, forced=bool(holder and not ours), host_state=state)
+        if p["settings_public"]:
+            # No key is made in check mode: a host without one shows the id its settings would get with a new one.
+            made = settings_id(app, p["settings_public"], p["secrets"])
+            result["settings_id"] = state["settings_id"] = made or CHECK_MODE_SETTINGS
+        module.exit_json(hooks_stopped=[], waited_s=0.0, **result)
+    clears = holder is not None and (ours or p["force"] in ("all", holder.get("run")))
+    module.exit_json(changed=clears, holder=holder, forced=bool(clears and not ours))
+
+
+def present(module, app, systemd):
+    p = module.params
+    fields = {k: p[k] for k in ("operation", "version", "release", "controller", "controller_id", "pid")}
+    try:
+        changed, holder, waited = take(
+            app,
+            p["run"],
+            actor=p["actor"],
+            host=p["host"],
+            take_over=p["take_over"],
+            wait_s=p["wait"],
+            reason=p["reason"],
+            **fields,
+        )
+        stopped = settle_hooks(app, systemd, p["stop_hooks"], p["hook_wait"])
+    except LockHeld as held:
+        module.fail_json(msg="{}: {}".format(p["host"] or "host", held), holder=held.holder)
+    except Busy as busy:
+        module.fail_json(msg="{}: {}".format(p["host"] or "host", busy), busy=True)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot take the deploy lock {app.lock}: {os.strerror(exc.errno or 0) or exc}")
+    state = read_state(app, systemd, module.run_command, p["python"])
+    result = dict(changed=changed or bool(stopped), holder=holder, forced=bool(holder), waited_s=waited)
+    if p["settings_public"]:
+        result["settings_id"] = state["settings_id"] = settings_id(app, p["settings_public"], p["secrets"], create=True)
+    module.exit_json(hooks_stopped=stopped, host_state=state, **result)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=app_argument_spec(
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            run=dict(type="str", required=True),
-            actor=dict(type="str", default=""),
-            operation=dict(type="str", default=""),
-            version=dict(type="str", default=""),
-            controller=dict(type="str", default=""),
-            controller_id=dict(type="str", default=""),
-            pid=dict(type="int", default=0),
-            host=dict(type="str", default=""),
-            force=dict(type="bool", default=False),
-            reason=dict(type="str", default=""),
-            python=dict(type="path", default="/usr/bin/python3"),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     app = App(p["app"], p["base_dir"])
     if not p["run"]:
         module.fail_json(msg="lock: run must not be empty")
     if module.check_mode:
-        holder = read_lock(app)
-        ours = holder is not None and holder.get("run") == p["run"]
-        if p["state"] == "present" and holder is not None and not ours and not p["force"]:
-            module.fail_json(msg=f"deploy lock held by {describe(holder)}", holder=holder)
-        changed = (
-            (holder is None or not ours) if p["state"] == "present" else (holder is not None and (ours or p["force"]))
-        )
-        module.exit_json(changed=changed, holder=holder, forced=bool(holder and not ours and p["force"]))
+        check_mode(module, app)
     if p["state"] == "present":
-        try:
-            changed, holder = take(
-                app,
-                p["run"],
-                actor=p["actor"],
-                operation=p["operation"],
-                version=p["version"],
-                controller=p["controller"],
-                controller_id=p["controller_id"],
-                pid=p["pid"],
-                force=p["force"],
-                host=p["host"],
-                reason=p["reason"],
-            )
-        except LockHeld as held:
-            module.fail_json(msg="{}: {}".format(p["host"] or "host", held), holder=held.holder)
-        except OSError as exc:
-            module.fail_json(msg=f"cannot take the deploy lock {app.lock}: {os.strerror(exc.errno or 0) or exc}")
-        state = read_state(app, Systemd(), p["python"])
-        module.exit_json(changed=changed, holder=holder, forced=bool(holder), host_state=state)
-    changed, holder = release(app, p["run"], force=p["force"], actor=p["actor"], host=p["host"], reason=p["reason"])
+        present(module, app, Systemd(module.run_command))
+    changed, holder = unlock(app, p["run"], actor=p["actor"], host=p["host"], force=p["force"])
     module.exit_json(changed=changed, holder=holder, forced=bool(changed and holder and holder.get("run") != p["run"]))
 
 

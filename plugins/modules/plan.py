@@ -12,43 +12,25 @@ version_added: 0.2.0
 description:
   - Runs on the controller only (an action plugin); use it with C(run_once).
   - Validates every option of every role of the collection for every host of the play, against the roles'
-    C(meta/argument_specs.yml) and the checks a spec cannot express (listen address formats, timeouts, secret names),
-    and the command line (version, strategy, serial). Every problem is reported at once; nothing is changed.
+    C(meta/argument_specs.yml) and the checks a spec cannot express (listen address formats, timeouts, names that
+    would collide with another app's units, environment and header names, removed options), and the command line.
+    Every problem is reported at once, each once with the hosts that have it (RV(problems)); nothing is changed.
+  - The command line is read from C(asgi_<name>) variables (C(-e asgi_version=1.4.0)), or from the short names given
+    with C(-e) on the command line only (C(-e version=1.4.0)) - never from an unprefixed variable of the inventory.
   - For a deploy, builds the app wheel (or takes the one given) and identifies the release, content-addressed, so
-    that the release id is the same on every host and in every batch.
-  - Computes each host's settings digest - the options that shape its settings set and the templates.
-  - Names the run - a random run id, the actor, the controller and the PID of C(ansible-playbook).
+    that the release id is the same on every host and in every batch; refuses a source with changes not committed
+    unless C(asgi_allow_dirty) is true.
+  - Computes each host's public settings digest - the options that shape its settings set and the templates, with
+    the secrets' names but not their values (each host keys it with the secrets, see M(asgi.deploy.lock)).
+  - Names the run - a random run id, the actor, the controller (with an identity that tells it from a clone or a
+    container of the same image) and the PID of C(ansible-playbook).
 author: asgi.deploy maintainers (!UNKNOWN)
 options:
   operation:
     description: What the run does.
     type: str
-    choices: [deploy, rollback, status]
+    choices: [deploy, rollback, status, exec, logs, remove, verify, check, report]
     default: deploy
-  version:
-    description: The version to deploy (required for C(deploy)), or to roll back to.
-    type: str
-    default: ""
-  strategy:
-    description: C(handover) or C(restart).
-    type: str
-    default: handover
-  serial:
-    description: Hosts per batch (a number or a percentage), checked here.
-    type: str
-    default: "1"
-  on_failure:
-    description: What a failed host does to the fleet.
-    type: str
-    default: stop
-  app_wheel:
-    description: A built app wheel for this run, instead of C(asgi_app_source).
-    type: str
-    default: ""
-  app_source:
-    description: An app source directory for this run, instead of C(asgi_app_source).
-    type: str
-    default: ""
 attributes:
   check_mode:
     support: full
@@ -62,7 +44,6 @@ EXAMPLES = r"""
 - name: Plan the deploy
   asgi.deploy.plan:
     operation: deploy
-    version: 1.4.0
   register: plan
   run_once: true
 """
@@ -70,17 +51,25 @@ EXAMPLES = r"""
 RETURN = r"""
 run:
   description:
-    - The run - C(id), C(operation), C(actor), C(controller), C(pid), C(started), C(version), C(strategy),
-      C(on_failure).
-  returned: always
+    - The run - C(id), C(operation), C(actor), C(controller), C(controller_id), C(pid), C(started), and what the command
+      line said - C(version), C(serial), C(strategy), C(on_failure), C(converge), C(force_unlock), C(lock_wait),
+      C(allow_dirty), C(format), C(app_wheel), C(app_source), C(cmd), C(once), C(timeout), C(since), C(grep),
+      C(lines), C(purge), C(rebuild).
+  returned: success
   type: dict
 settings:
-  description: Each host's settings digest, by inventory name.
-  returned: always
+  description: Each host's public settings digest, by inventory name.
+  returned: success
   type: dict
 artifacts:
   description:
-    - The release (its manifest), the app wheel, the requirements the hosts install, the uv version and cache paths.
+    - The release (C(release), its manifest), the app wheel (C(app_wheel)), the app's requirement line, the uv
+      version, the lock files and the cache path.
   returned: when O(operation=deploy)
   type: dict
+problems:
+  description: Every problem found, one line each (naming the hosts that have it).
+  returned: on failure
+  type: list
+  elements: str
 """

@@ -11,18 +11,26 @@ short_description: Build an immutable release of an app on a host from its hashe
 version_added: 0.2.0
 description:
   - Builds C(<base>/<app>/releases/<id>/venv) at its final path with uv (or pip), offline from the wheelhouse shipped
-    with it, every hash required, bytecode compiled, then C(pip check), and an import check run as the service user
-    in a sandbox (never as root). C(release.json) is written last and atomically - from then on the release exists.
-  - A release whose manifest exists is never touched again (releases are immutable); a directory without one is
-    unfinished and is built afresh.
-  - Creates the app's unprivileged system user and group when missing.
-  - Prunes unfinished releases, all but the O(keep) newest, and wheelhouses no kept release uses; the targets of
-    C(current), C(previous) and C(next) are always kept.
+    with it, every hash required, bytecode compiled (hash-based C(.pyc)), then C(pip check) - all as the unprivileged
+    build identity C(asgi-build), in a sandbox with no network that may write only inside the release.
+  - Then the app's own build step (O(build_command), for example C(collectstatic)) runs the same way, with the unit's
+    environment and credentials; the release is made root-owned and read-only; a digest of every file's path, mode
+    and content is recorded (C(files.sha256), and C(tree_sha256) in C(release.json)); and the app is imported as the
+    service user, with the environment, credentials, working directory and sandbox of the unit of the settings set
+    O(settings) - a failure says whether the app's code or its settings failed.
+  - C(release.json) is written last and atomically - from then on the release exists. A release whose manifest exists
+    is never touched again (releases are immutable), unless its venv's interpreter is gone (then it is rebuilt); a
+    directory without one is unfinished and is built afresh.
+  - Before building, prunes to O(keep) releases (room made for the new one), unfinished releases, wheelhouses no kept
+    release uses and staging leftovers; the targets of C(current), C(previous) and C(next) and the release the
+    deploy lock names are always kept.
   - Used through its action plugin, which builds the wheelhouse for the host's Python on the controller (once, by
     content) and ships it and the app wheel only when the host lacks them.
+  - Changes nothing unless O(run) holds the host's deploy lock.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
+  - asgi.deploy.app.run
 options:
   release_id:
     description: The release to build (C(<version>-<hash>)).
@@ -59,29 +67,50 @@ options:
     type: str
     choices: [uv, pip]
     default: uv
-  index_url:
-    description: Install from this index instead of the wheelhouse (hashes still required).
-    type: str
-    default: ""
   niceness:
     description:
       - Niceness (0-19) of the build, at idle I/O priority when above 0, so that it does not starve the live release.
     type: int
     default: 10
+  settings:
+    description:
+      - The staged settings set whose unit the build step and the import check take the app's environment,
+        credentials, user and sandbox from. Without it, the import check runs as O(user) in a plain sandbox.
+    type: str
+    default: ""
+  build_command:
+    description:
+      - The app's build step, run by C(/bin/sh -c) from the release directory with its venv first on C(PATH), once the
+        venv is built and before the release is finished. Empty runs nothing.
+    type: str
+    default: ""
+  static_dir:
+    description:
+      - A directory inside the release (relative to it) the build step fills for a front proxy; the release is not
+        finished without it.
+    type: str
+    default: ""
+  phase:
+    description:
+      - C(all) builds and finishes the release. C(build) stops before it is sealed (for a build step that is a task
+        file, run between the two); C(finish) seals and finishes a release an earlier C(build) call left.
+    type: str
+    choices: [all, build, finish]
+    default: all
   import_check:
     description: Module imported from the new venv, as the service user, before the release counts as built.
     type: str
     default: ""
   user:
-    description: The service user (created when missing); the import check runs as it.
+    description: The service user (the import check runs as it when no O(settings) is given).
     type: str
     required: true
   group:
-    description: The service group (created when missing).
+    description: The service group.
     type: str
     required: true
   owner:
-    description: Owner of the release files (never the service user).
+    description: Owner of the release files once built (never the service user).
     type: str
     default: root
   owner_group:
@@ -89,7 +118,7 @@ options:
     type: str
     default: root
   keep:
-    description: Finished releases kept.
+    description: Finished releases kept, at least 2.
     type: int
     default: 5
   switch:
@@ -114,6 +143,9 @@ EXAMPLES = r"""
     release_id: "{{ artifacts.release.release_id }}"
     manifest: "{{ artifacts.release }}"
     requirements: "{{ artifacts.requirements }}"
+    settings: "{{ settings_id }}"
+    build_command: python -m django collectstatic --noinput
+    run: "{{ run_id }}"
     user: billing
     group: billing
 """
@@ -131,87 +163,129 @@ steps:
   description: Seconds each build step took.
   returned: when built
   type: dict
+tree_sha256:
+  description: Digest of every file of the release (path, mode, content), as C(release.json) records it.
+  returned: when built
+  type: str
+manifest:
+  description: The C(release.json) written.
+  returned: when built
+  type: str
+step:
+  description: The build step that failed.
+  returned: on failure
+  type: str
 pruned:
-  description: Releases and wheelhouses removed.
+  description: Releases (C(removed)), wheelhouses (C(wheelhouses_removed)) and staging leftovers removed, and the
+    releases C(kept).
   returned: always
   type: dict
+duration_s:
+  description: Seconds the call took.
+  returned: when not in check mode
+  type: float
 """
 
 import grp
 import hashlib
 import os
 import pwd
-import shutil
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.build import (
+    BUILD_USER,
+    MANIFEST_FILE,
     Builder,
     BuildFailed,
     ensure_user,
     manifest_exists,
     prune,
     sha256_file,
+    tree_digest,
     unpack_wheelhouse,
 )
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
+    RUN_ARGUMENT_SPEC,
     App,
     Busy,
     app_argument_spec,
     link_target,
-    operation_lock,
     python_info,
     read_text,
+    remove_tree,
     swap_link,
+    write_atomic,
 )
+from ansible_collections.asgi.deploy.plugins.module_utils.host_state import interpreter_ok
+from ansible_collections.asgi.deploy.plugins.module_utils.locking import NotLocked, holding
+from ansible_collections.asgi.deploy.plugins.module_utils.process import CommandFailed
+
+ARGUMENT_SPEC = app_argument_spec(
+    release_id=dict(type="str", required=True),
+    manifest=dict(type="dict", default={}),
+    requirements=dict(type="str", default=""),
+    app_wheel=dict(type="path"),
+    wheelhouse_key=dict(type="str", default="", no_log=False),
+    wheelhouse_tarball=dict(type="path"),
+    uv_version=dict(type="str", default=""),
+    python=dict(type="path", default="/usr/bin/python3"),
+    installer=dict(type="str", choices=["uv", "pip"], default="uv"),
+    niceness=dict(type="int", default=10),
+    settings=dict(type="str", default=""),
+    build_command=dict(type="str", default=""),
+    static_dir=dict(type="str", default=""),
+    phase=dict(type="str", choices=["all", "build", "finish"], default="all"),
+    import_check=dict(type="str", default=""),
+    user=dict(type="str", required=True),
+    group=dict(type="str", required=True),
+    owner=dict(type="str", default="root"),
+    owner_group=dict(type="str", default="root"),
+    keep=dict(type="int", default=5),
+    switch=dict(type="bool", default=False),
+    **RUN_ARGUMENT_SPEC,
+)
+# Left by phase=build: the venv is complete, the release waits for its build step's task file and phase=finish.
+BUILT_MARKER = ".built-by-run"
 
 
 def ids(name, group):
     return pwd.getpwnam(name).pw_uid, grp.getgrnam(group).gr_gid
 
 
+def plain_unit(user, group):
+    """The unit a release is imported under when no settings set is given (standalone use)."""
+    sandbox = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes")
+    return "\n".join(["[Service]", f"User={user}", f"Group={group}", *sandbox]) + "\n"
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=app_argument_spec(
-            release_id=dict(type="str", required=True),
-            manifest=dict(type="dict", default={}),
-            requirements=dict(type="str", default=""),
-            app_wheel=dict(type="path"),
-            wheelhouse_key=dict(type="str", default="", no_log=False),
-            wheelhouse_tarball=dict(type="path"),
-            uv_version=dict(type="str", default=""),
-            python=dict(type="path", default="/usr/bin/python3"),
-            installer=dict(type="str", choices=["uv", "pip"], default="uv"),
-            index_url=dict(type="str", default=""),
-            niceness=dict(type="int", default=10),
-            import_check=dict(type="str", default=""),
-            user=dict(type="str", required=True),
-            group=dict(type="str", required=True),
-            owner=dict(type="str", default="root"),
-            owner_group=dict(type="str", default="root"),
-            keep=dict(type="int", default=5),
-            switch=dict(type="bool", default=False),
-        ),
+        argument_spec=ARGUMENT_SPEC,
+        required_if=[("phase", "finish", ("settings",), True), ("installer", "uv", ("uv_version",), True)],
         supports_check_mode=True,
     )
     p = module.params
     app = App(p["app"], p["base_dir"])
     if p["keep"] < 2:
         module.fail_json(msg="release: keep must be at least 2 (the live and the previous release)")
-    exists = manifest_exists(app, p["release_id"])
+    if p["owner"] == p["user"]:
+        module.fail_json(
+            msg=f"release: the release owner must not be the service user {p['user']} (it could rewrite its code)"
+        )
+    exists = manifest_exists(app, p["release_id"]) and interpreter_ok(app, p["release_id"])
     result = dict(changed=False, built=False, path=app.release_dir(p["release_id"]))
     if module.check_mode:
         result["built"] = result["changed"] = not exists
-        result["pruned"] = prune(app, p["keep"], dry_run=True)
+        result["pruned"] = prune(app, p["keep"] - (0 if exists else 1), protect=[p["release_id"]], dry_run=True)
         module.exit_json(**result)
-
     began = time.monotonic()
     try:
         # A build that a dead controller left running on this host ends before this one looks.
-        with operation_lock(app):
-            result.update(build_switch_prune(module, app, p))
-    except Busy as busy:
-        module.fail_json(msg=str(busy), step="busy")
+        with holding(app, p["run"], p["flock_wait"]):
+            result.update(prune_build_switch(module, app, exists))
+    except (Busy, NotLocked) as refused:
+        module.fail_json(msg=str(refused), step="lock")
     except BuildFailed as failed:
         module.fail_json(
             msg=f"release {p['release_id']} could not be built on this host at {failed.step} and was removed; "
@@ -222,10 +296,21 @@ def main():
     module.exit_json(**result)
 
 
-def build_switch_prune(module, app, p):
-    result = {"changed": ensure_user(p["user"], p["group"], f"{p['app']} (asgi.deploy)")}
-    if not manifest_exists(app, p["release_id"]):
-        result.update(build(module, app, p))
+def prune_build_switch(module, app, exists):
+    p = module.params
+    result = {"changed": False}
+    try:
+        result["changed"] = ensure_user(module.run_command, BUILD_USER, BUILD_USER, "asgi.deploy release builds")
+    except CommandFailed as failed:
+        raise BuildFailed("user", str(failed)) from None
+    # Room first: a build that needs the space old releases hold must not fail for want of it.
+    result["pruned"] = prune(
+        app, p["keep"] - (0 if exists else 1), protect=[p["release_id"]], wheelhouses=[p["wheelhouse_key"]]
+    )
+    pruned = result["pruned"]
+    result["changed"] |= bool(pruned["removed"] or pruned["wheelhouses_removed"] or pruned["leftovers_removed"])
+    if not exists or p["phase"] == "finish":
+        result.update(build(module, app))
         result["changed"] = True
     if p["switch"] and link_target(app.link("current")) != p["release_id"]:
         before = link_target(app.link("current"))
@@ -233,61 +318,100 @@ def build_switch_prune(module, app, p):
             swap_link(app.link("previous"), before)
         swap_link(app.link("current"), p["release_id"])
         result["changed"] = True
-    result["pruned"] = prune(app, p["keep"])
-    if result["pruned"]["removed"] or result["pruned"]["wheelhouses_removed"]:
-        result["changed"] = True
     return result
 
 
-def build(module, app, p):
-    if p["installer"] == "uv" and not p["uv_version"]:
-        raise BuildFailed("input", "uv_version is required with installer=uv")
-    wheels = os.path.join(app.wheels, p["wheelhouse_key"]) if p["wheelhouse_key"] else ""
-    if not p["index_url"]:
-        if not wheels:
-            raise BuildFailed("input", "wheelhouse_key is required without index_url")
-        if p["wheelhouse_tarball"]:
-            unpack_wheelhouse(p["wheelhouse_tarball"], wheels)
-        elif not os.path.isfile(os.path.join(wheels, "SHA256SUMS")):
-            raise BuildFailed(
-                "wheelhouse", "wheelhouse {} is not on the host and none was shipped".format(p["wheelhouse_key"])
-            )
-    if not p["app_wheel"] or not os.path.isfile(p["app_wheel"]):
-        raise BuildFailed("input", "the app wheel was not shipped to the host")
-    host_python = python_info(p["python"])
+def builder(module, app):
+    p = module.params
+    host_python = python_info(module.run_command, p["python"])
     if not host_python:
         raise BuildFailed("python", "{} does not run".format(p["python"]))
-    uid, gid = ids(p["owner"], p["owner_group"])
+    wheels = os.path.join(app.wheels, p["wheelhouse_key"])
+    sums = os.path.join(wheels, "SHA256SUMS")
     manifest = dict(p["manifest"])
     manifest.update(
         python=host_python.get("full", ""),
+        machine=host_python.get("machine", ""),
         installer=p["installer"],
-        package_source="index" if p["index_url"] else "wheelhouse",
-        wheelhouse_key=p["wheelhouse_key"] if not p["index_url"] else "",
-        wheelhouse_sha256=(sha256_file(os.path.join(wheels, "SHA256SUMS")) if wheels and not p["index_url"] else ""),
+        wheelhouse_key=p["wheelhouse_key"],
+        wheelhouse_sha256=sha256_file(sums) if os.path.isfile(sums) else "",
         requirements_sha256=hashlib.sha256(p["requirements"].encode("utf-8")).hexdigest(),
     )
     manifest.setdefault("release_id", p["release_id"])
-    builder = Builder(
-        app,
-        p["release_id"],
-        manifest,
-        p["requirements"],
-        python=p["python"],
-        installer=p["installer"],
-        niceness=p["niceness"],
-        uid=uid,
-        gid=gid,
-    )
-    builder.build(p["app_wheel"], wheels, uv_version=p["uv_version"], index_url=p["index_url"])
+    return Builder(app, p["release_id"], manifest, p["requirements"], module.run_command, python=p["python"],
+                   installer=p["installer"], niceness=p["niceness"]), wheels  # fmt: skip
+
+
+def build(module, app):
+    p = module.params
+    made, wheels = builder(module, app)
+    marker = os.path.join(made.dir, BUILT_MARKER)
+    if p["phase"] == "finish":
+        if read_text(marker).strip() != p["run"]:
+            raise BuildFailed("finish", f"release {p['release_id']} was not built by this run (phase=build first)")
+    else:
+        venv(module, app, made, wheels)
+        if p["phase"] == "build":
+            write_atomic(marker, p["run"] + "\n", 0o644)
+            return {"built": False, "steps": made.timings}
     try:
-        if p["import_check"]:
-            builder.import_check(p["import_check"], p["user"], p["group"])
-        builder.finish()
+        finish(module, made, marker)
     except BaseException:
-        shutil.rmtree(builder.dir, ignore_errors=True)
+        remove_tree(made.dir)
         raise
-    return {"built": True, "steps": builder.timings, "manifest": read_text(os.path.join(builder.dir, "release.json"))}
+    return {"built": True, "steps": made.timings, "tree_sha256": made.manifest["tree_sha256"],
+            "manifest": read_text(os.path.join(made.dir, "release.json"))}  # fmt: skip
+
+
+def venv(module, app, made, wheels):
+    p = module.params
+    if not p["wheelhouse_key"]:
+        raise BuildFailed("input", "wheelhouse_key is required")
+    if p["wheelhouse_tarball"]:
+        unpack_wheelhouse(p["wheelhouse_tarball"], wheels)
+    elif not os.path.isfile(os.path.join(wheels, "SHA256SUMS")):
+        raise BuildFailed(
+            "wheelhouse", "wheelhouse {} is not on the host and none was shipped".format(p["wheelhouse_key"])
+        )
+    if not p["app_wheel"] or not os.path.isfile(p["app_wheel"]):
+        raise BuildFailed("input", "the app wheel was not shipped to the host")
+    uid, gid = ids(BUILD_USER, BUILD_USER)
+    made.build(p["app_wheel"], wheels, uv_version=p["uv_version"], uid=uid, gid=gid)
+    if p["build_command"]:
+        try:
+            made.build_step(p["build_command"], unit_text(module, app))
+        except BaseException:
+            remove_tree(made.dir)
+            raise
+
+
+def unit_text(module, app):
+    p = module.params
+    if not p["settings"]:
+        return plain_unit(p["user"], p["group"])
+    text = read_text(os.path.join(app.settings_dir(p["settings"]), "units", app.units["next"]), default=None)
+    if text is None:
+        raise BuildFailed("input", f"settings set {p['settings']} is not staged on this host")
+    return text
+
+
+def finish(module, made, marker):
+    """Seal the release (root-owned, read-only), record its tree digest, import the app, write release.json."""
+    p = module.params
+    if os.path.exists(marker):
+        os.unlink(marker)
+    static = os.path.normpath(os.path.join(made.dir, p["static_dir"])) if p["static_dir"] else ""
+    if static and (not static.startswith(made.dir + os.sep) or not os.path.isdir(static)):
+        raise BuildFailed(
+            "static", f"the build step left no directory {p['static_dir']} in the release (asgi_static_dir)"
+        )
+    made.seal(*ids(p["owner"], p["owner_group"]))
+    digest, lines = tree_digest(made.dir, skip=(MANIFEST_FILE, "release.json"))
+    write_atomic(os.path.join(made.dir, MANIFEST_FILE), "\n".join(lines) + "\n", 0o444)
+    made.manifest["tree_sha256"] = digest
+    if p["import_check"]:
+        made.import_check(p["import_check"], unit_text(module, made.app))
+    made.finish()
 
 
 if __name__ == "__main__":

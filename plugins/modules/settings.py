@@ -10,29 +10,42 @@ module: settings
 short_description: Stage an immutable settings set (units, Gunicorn config, environment, secrets) for an app
 version_added: 0.2.0
 description:
-  - Writes C(/etc/asgi-deploy/<app>/settings/<digest>/) into a staging directory, validates it (Python files must
-    compile, unit files must pass C(systemd-analyze verify)), and renames it into place, so a set is there whole or
-    not at all. An existing set with the same content is left alone.
+  - Writes C(/etc/asgi-deploy/<app>/settings/<id>/) into a staging directory, validates it (Python files must
+    compile, unit files must pass C(systemd-analyze verify) without a warning systemd would ignore a directive
+    for), and renames it into place, so a set is there whole or not at all. An existing set with the same content is
+    left alone.
   - Files given with C(secret=true) are C(0600 root:root) in a C(0700) directory (systemd reads them); the others are
-    readable by the service group.
+    readable by the service group. When the set has credentials, a transient unit first checks that this host's
+    systemd can hand one to the service user.
+  - Creates the service user and group when missing (an unprivileged system user with no home and no shell), and the
+    app's console C(/usr/local/bin/asgi-<app>) - python, a shell or any command run as the app runs, from the live
+    release with the settings main runs with (C(ssh -t web1 sudo asgi-billing shell)).
   - Nothing starts using the set here - M(asgi.deploy.handover) installs its units, on the temporary instance first.
   - Removes sets that no installed unit uses, beyond the O(keep) newest.
+  - Changes nothing unless O(run) holds the host's deploy lock.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
+  - asgi.deploy.app.run
 options:
   digest:
-    description: Digest naming the set (hex); the same inputs always give the same digest.
+    description: The id naming the set (hex, see M(asgi.deploy.lock)'s RV(asgi.deploy.lock#module:settings_id)).
     type: str
     required: true
   files:
-    description: Files of the set by relative path (units go under C(units/)).
+    description:
+      - Files of the set by relative path (units go under C(units/)), each a dict with C(content), and optionally
+        C(mode) (default C(0640)) and C(secret).
     type: dict
     required: true
-  group:
-    description: Group that may read the non-secret files (the service group).
+  user:
+    description: The service user, created when missing; the credential check runs as it.
     type: str
-    default: root
+    required: true
+  group:
+    description: The service group, created when missing; it may read the non-secret files.
+    type: str
+    required: true
   keep:
     description: Unused sets kept besides the ones the units use.
     type: int
@@ -41,13 +54,6 @@ options:
     description: Run C(systemd-analyze verify) on the unit files.
     type: bool
     default: true
-  user:
-    description:
-      - The service user. When the set has credentials (files under C(credentials/)), a transient unit checks that
-        this host's systemd can hand one to this user (C(LoadCredential=)), so that a host that cannot fails here,
-        before any switch, rather than at the app's first request.
-    type: str
-    default: ""
 attributes:
   check_mode:
     support: full
@@ -61,7 +67,9 @@ EXAMPLES = r"""
 - name: Stage the settings set
   asgi.deploy.settings:
     app: billing
-    digest: "{{ settings_digest }}"
+    digest: "{{ settings_id }}"
+    run: "{{ run_id }}"
+    user: billing
     group: billing
     files:
       gunicorn.conf.py:
@@ -72,7 +80,6 @@ EXAMPLES = r"""
       credentials/db_password:
         content: "{{ db_password }}"
         secret: true
-  no_log: true
 """
 
 RETURN = r"""
@@ -86,18 +93,42 @@ pruned:
   returned: always
   type: list
   elements: str
+user_created:
+  description: Whether the service user or group was created.
+  returned: always
+  type: bool
 """
 
 import grp
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec, read_text
+from ansible_collections.asgi.deploy.plugins.module_utils.build import ensure_user
+from ansible_collections.asgi.deploy.plugins.module_utils.host import (
+    RUN_ARGUMENT_SPEC,
+    App,
+    Busy,
+    app_argument_spec,
+    read_text,
+)
+from ansible_collections.asgi.deploy.plugins.module_utils.locking import NotLocked, holding
+from ansible_collections.asgi.deploy.plugins.module_utils.process import CommandFailed
 from ansible_collections.asgi.deploy.plugins.module_utils.settings import (
     SettingsInvalid,
     credential_probe,
+    install_console,
     prune,
     stage,
+)
+
+ARGUMENT_SPEC = app_argument_spec(
+    digest=dict(type="str", required=True),
+    files=dict(type="dict", required=True, no_log=True),
+    user=dict(type="str", required=True),
+    group=dict(type="str", required=True),
+    keep=dict(type="int", default=3),
+    verify=dict(type="bool", default=True),
+    **RUN_ARGUMENT_SPEC,
 )
 
 
@@ -121,45 +152,51 @@ def diff_against_applied(app, files):
     return diffs
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=app_argument_spec(
-            digest=dict(type="str", required=True),
-            files=dict(type="dict", required=True, no_log=True),
-            group=dict(type="str", default="root"),
-            keep=dict(type="int", default=3),
-            verify=dict(type="bool", default=True),
-            user=dict(type="str", default=""),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    app = App(p["app"], p["base_dir"])
+def normalised(given):
     files = {}
-    for name, spec in p["files"].items():
+    for name, spec in given.items():
         spec = spec if isinstance(spec, dict) else {"content": spec}
         files[name] = {
             "content": str(spec.get("content", "")),
             "mode": str(spec.get("mode", "0640")),
             "secret": bool(spec.get("secret", False)),
         }
-    try:
-        gid = grp.getgrnam(p["group"]).gr_gid
-    except KeyError:
-        if not module.check_mode:
-            module.fail_json(msg="settings: group {} does not exist (the release build creates it)".format(p["group"]))
-        gid = 0
+    return files
+
+
+def write(module, app, files):
+    """Create the service user, stage the set, prune: (changed, user created, pruned)."""
+    p = module.params
+    created = ensure_user(module.run_command, p["user"], p["group"], f"{p['app']} (asgi.deploy)")
+    probe = credential_probe(p["user"], p["group"], module.run_command)
+    gid = grp.getgrnam(p["group"]).gr_gid
+    changed = stage(app, p["digest"], files, module.run_command, gid=gid, verify=p["verify"], probe=probe)
+    changed |= install_console(app)
+    return changed, created, prune(app, p["keep"], also_keep=[p["digest"]])
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    app = App(p["app"], p["base_dir"])
+    files = normalised(p["files"])
     diff = diff_against_applied(app, files) if module._diff else []
-    try:
-        probe = credential_probe(p["user"], p["group"]) if p["user"] else None
-        changed = stage(app, p["digest"], files, gid=gid, verify=p["verify"], check_mode=module.check_mode, probe=probe)
-    except SettingsInvalid as exc:
-        module.fail_json(msg=f"settings: {exc}")
-    pruned = prune(app, p["keep"], also_keep=[p["digest"]], check_mode=module.check_mode)
-    result = dict(changed=changed or bool(pruned), path=app.settings_dir(p["digest"]), pruned=pruned)
+    if module.check_mode:
+        changed = stage(app, p["digest"], files, module.run_command, check_mode=True)
+        pruned = prune(app, p["keep"], also_keep=[p["digest"]], check_mode=True)
+        created = False
+    else:
+        try:
+            with holding(app, p["run"], p["flock_wait"]):
+                changed, created, pruned = write(module, app, files)
+        except (Busy, NotLocked, CommandFailed) as refused:
+            module.fail_json(msg=f"settings: {refused}")
+        except SettingsInvalid as exc:
+            module.fail_json(msg=f"settings: {exc}")
+    result = dict(changed=changed or created or bool(pruned), path=app.settings_dir(p["digest"]), pruned=pruned)
     if diff and changed:
         result["diff"] = diff
-    module.exit_json(**result)
+    module.exit_json(user_created=created, **result)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ version_added: 0.2.0
 description:
   - Reads the releases (live, previous, next, kept, unfinished), the units of the main and the temporary instance
     (state, main PID and the release and settings that PID actually runs), the deploy lock with its holder and age,
-    the settings digest main runs with, staged settings sets, wheelhouses and tools on the host, free space and the
-    Python that releases are built with.
-  - Also names signs of an interrupted run (a temporary instance left running, main on another release than
-    C(current)).
-  - With O(release), also says whether the host needs a change to run that release with O(settings), and why.
+    the settings main was handed over with, staged settings sets, wheelhouses and tools on the host, free space, the
+    Python that releases are built with, hooks running and the last audit log lines.
+  - With O(release), also assesses whether the host needs a change to run that release with the settings, and why
+    (RV(assessment)) - the same assessment M(asgi.deploy.handover) acts on - and whether the next release fits on
+    the app's file system once old releases are pruned (RV(space)); when it does not, fails with the numbers.
   - Changes nothing.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
@@ -27,28 +27,35 @@ options:
     type: path
     default: /usr/bin/python3
   release:
-    description: A release id to compare the host with; sets RV(needs).
+    description: A release id to assess the host against; sets RV(assessment) and RV(space).
     type: str
     default: ""
   settings:
-    description: The settings digest to compare the host with.
+    description: A settings id to assess the host against (empty keeps the settings the host runs).
     type: str
     default: ""
+  settings_public:
+    description:
+      - The controller's digest of the options that shape the host's settings (secrets left out). With O(secrets) it
+        gives the settings id on this host (RV(settings_id)), which the host is assessed against.
+    type: str
+    default: ""
+  secrets:
+    description: The app's secrets, to key the settings id with (never returned).
+    type: dict
+    default: {}
   converge:
-    description: Count the host as needing a change even when it runs O(release) with O(settings).
+    description: Count the host as needing a change even when it runs O(release) with the settings.
     type: bool
     default: false
+  keep:
+    description: Finished releases kept (C(release_keep)); what pruning to it frees counts as space for the next one.
+    type: int
+    default: 5
   min_free_mb:
-    description:
-      - Fail, naming the problem, when the app directory's file system has less free space (MB); 0 checks nothing.
+    description: Free space (MB) a new release needs at least, whatever the estimate; 0 checks nothing.
     type: int
     default: 0
-  group:
-    description:
-      - Inventory group the host joins when it needs a change (see RV(needs)), so that later plays of a run can
-        target only those hosts. Handled by the action plugin on the controller.
-    type: str
-    default: ""
 attributes:
   check_mode:
     support: full
@@ -68,15 +75,29 @@ EXAMPLES = r"""
   asgi.deploy.state:
     app: billing
     release: 1.4.0-3f2a9c1e
-    settings: "{{ billing_settings_digest }}"
+    settings_public: "{{ plan.settings[inventory_hostname] }}"
+    secrets: "{{ service_secrets }}"
+  no_log: false
 """
 
 RETURN = r"""
+app:
+  description: The app's name.
+  returned: always
+  type: str
+root:
+  description: The app's directory on the host.
+  returned: always
+  type: str
 live:
   description: The release C(current) points at, if that release is finished; empty when the host runs nothing.
   returned: always
   type: str
   sample: 1.4.0-3f2a9c1e
+live_version:
+  description: The version of RV(live).
+  returned: always
+  type: str
 current:
   description: Target of the C(current) link, finished or not.
   returned: always
@@ -90,25 +111,54 @@ next:
   returned: always
   type: str
 settings:
-  description: Digest of the settings main was last handed over with.
+  description: Id of the settings set main was last handed over with.
   returned: always
+  type: str
+settings_id:
+  description: The id the settings of O(settings_public) and O(secrets) have on this host (empty when the host has no
+    settings key yet - it never staged a set).
+  returned: when O(settings_public) is set
   type: str
 main:
   description:
-    - The main instance - unit, active and sub state, result, main PID, restarts, and the release and settings that
-      PID runs.
+    - The main instance - C(unit), C(loaded), C(active), C(sub), C(result), C(pid), C(restarts), C(enabled),
+      C(need_reload), C(invocation), and the C(release) and C(settings) that PID runs.
   returned: always
   type: dict
 next_instance:
   description: The temporary instance, as RV(main).
   returned: always
   type: dict
+units_installed:
+  description: Whether the main unit's file is installed.
+  returned: always
+  type: bool
+reload_needed:
+  description: The app's units whose files changed on disk since systemd loaded them.
+  returned: always
+  type: list
+  elements: str
+live_interpreter:
+  description: Whether the live release's venv still has an interpreter.
+  returned: always
+  type: bool
 lock:
-  description: The deploy lock holder (run, actor, operation, version, controller, pid, since, age_s), or null.
+  description: The deploy lock holder (run, actor, operation, version, release, controller, controller_id, pid, since,
+    age_s), or null.
   returned: always
   type: dict
+busy:
+  description: PID of a build, hook or handover of the app running on the host now (empty when none).
+  returned: always
+  type: str
+hooks_running:
+  description: Deploy hook units of the app running now.
+  returned: always
+  type: list
+  elements: str
 kept:
-  description: Finished releases, oldest first (id, version, app_version, built_at, wheelhouse_key).
+  description: Finished releases, oldest first (id, version, app_version, built_at, wheelhouse_key, tree_sha256,
+    interpreter).
   returned: always
   type: list
   elements: dict
@@ -118,7 +168,7 @@ unfinished:
   type: list
   elements: str
 settings_sets:
-  description: Settings digests staged on the host.
+  description: Settings ids staged on the host.
   returned: always
   type: list
   elements: str
@@ -127,16 +177,22 @@ wheelhouses:
   returned: always
   type: list
   elements: str
+tools:
+  description: Installer versions unpacked on the host (C(uv-<version>)).
+  returned: always
+  type: list
+  elements: str
 free_mb:
   description: Free space of the file system that holds the app directory, in MB.
   returned: always
   type: int
 python:
-  description: Version (C(python), C(full)), C(machine), C(glibc) and C(venv) of O(python); empty when it does not run.
+  description: Version (C(python), C(full)), C(machine), C(glibc), C(sys_platform) and C(venv) of O(python); empty
+    when it does not run.
   returned: always
   type: dict
 recent:
-  description: The last audit log lines (deploys, rollbacks, reverts, forced unlocks), oldest first.
+  description: The last audit log lines (deploys, rollbacks, reverts, hooks, locks), oldest first.
   returned: always
   type: list
   elements: dict
@@ -145,40 +201,66 @@ interrupted:
   returned: always
   type: list
   elements: str
-needs:
-  description: Why the host must change to run O(release) with O(settings); empty when it need not.
+assessment:
+  description:
+    - Whether the host needs a change to run O(release) - C(needed), C(first) (nothing runs here yet), C(change)
+      (C(release), C(settings), C(both) or empty), C(healthy) (no drift) and C(reasons), one sentence each.
   returned: when O(release) is set
-  type: list
-  elements: str
+  type: dict
+space:
+  description:
+    - Whether the next release fits - C(free_mb), C(needed_mb) (an estimate from the kept releases, at least
+      O(min_free_mb)), C(reclaimable_mb) (what pruning to O(keep) frees first) and C(fits).
+  returned: when O(release) is set
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.asgi.deploy.plugins.module_utils.build import space
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec
-from ansible_collections.asgi.deploy.plugins.module_utils.host_state import needs, read_state
+from ansible_collections.asgi.deploy.plugins.module_utils.host_state import NEW_SETTINGS, assess, read_state
+from ansible_collections.asgi.deploy.plugins.module_utils.settings import settings_id
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
+
+ARGUMENT_SPEC = app_argument_spec(
+    python=dict(type="path", default="/usr/bin/python3"),
+    release=dict(type="str", default=""),
+    settings=dict(type="str", default=""),
+    settings_public=dict(type="str", default=""),
+    secrets=dict(type="dict", default={}, no_log=True),
+    converge=dict(type="bool", default=False),
+    keep=dict(type="int", default=5),
+    min_free_mb=dict(type="int", default=0),
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=app_argument_spec(
-            python=dict(type="path", default="/usr/bin/python3"),
-            release=dict(type="str", default=""),
-            settings=dict(type="str", default=""),
-            converge=dict(type="bool", default=False),
-            min_free_mb=dict(type="int", default=0),
-            group=dict(type="str", default=""),
-        ),
-        supports_check_mode=True,
+        argument_spec=ARGUMENT_SPEC, mutually_exclusive=[("settings", "settings_public")], supports_check_mode=True
     )
-    params = module.params
-    state = read_state(App(params["app"], params["base_dir"]), Systemd(), params["python"])
-    if params["release"]:
-        state["needs"] = needs(state, params["release"], params["settings"], params["converge"])
-    if params["release"] and not state["python"]:
-        module.fail_json(msg="{} does not run on this host (asgi_python)".format(params["python"]), **state)
-    if params["min_free_mb"] and state["free_mb"] < params["min_free_mb"]:
+    p = module.params
+    app = App(p["app"], p["base_dir"])
+    state = read_state(app, Systemd(module.run_command), module.run_command, p["python"])
+    wanted = p["settings"]
+    if p["settings_public"]:
+        state["settings_id"] = settings_id(app, p["settings_public"], p["secrets"])
+        # No key yet: no set was ever staged with one here, so the host needs new settings.
+        wanted = state["settings_id"] or NEW_SETTINGS
+    if not p["release"]:
+        module.exit_json(changed=False, **state)
+    state["assessment"] = assess(state, p["release"], wanted, p["converge"])
+    if not state["python"]:
+        module.fail_json(msg="{} does not run on this host (asgi_python)".format(p["python"]), **state)
+    lock = state.get("lock") or {}
+    state["space"] = space(app, state, p["release"], p["keep"], p["min_free_mb"], protect=[lock.get("release", "")])
+    if state["assessment"]["needed"] and not state["space"]["fits"]:
+        room = state["space"]
         module.fail_json(
-            msg=f"only {state['free_mb']} MB free under {state['root']} (rollout_min_free_mb: {params['min_free_mb']})",
+            msg=(
+                f"release {p['release']} does not fit under {state['root']}: it needs about {room['needed_mb']} MB, "
+                f"{room['free_mb']} MB are free and pruning to release_keep={p['keep']} frees "
+                f"{room['reclaimable_mb']} MB more; free some space or lower release_keep"
+            ),
             **state,
         )
     module.exit_json(changed=False, **state)

@@ -15,13 +15,14 @@ the app from source, ``uv``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import csv
 import fcntl
 import getpass
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -32,13 +33,23 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)")
-HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
-VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+from ansible_collections.asgi.deploy.plugins.plugin_utils.locks import (
+    UVICORN_RANGE,
+    UVICORN_TESTED,
+    BadInput,
+    check_server_stack,
+    describe,
+    export_lock,
+    platform_tags,
+    read_lock,
+    requirement_lines,
+    select,
+)
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
-
-class BadInput(Exception):
-    """Input the release must not be built from."""
+VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"
+__all__ = ["UVICORN_RANGE", "UVICORN_TESTED", "BadInput", "identify", "wheelhouse"]
 
 
 def sha256_file(path: Path) -> str:
@@ -53,158 +64,12 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def parse_lock(path: Path) -> list[dict]:
-    """Return the lock's requirements; every one must be pinned and hashed."""
-    if not path.is_file():
-        raise BadInput(f"lockfile {path} does not exist")
-    entries, current = [], ""
-    for raw in path.read_text().splitlines():
-        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("--hash") else raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        current += " " + line.rstrip("\\").strip()
-        if not line.endswith("\\"):
-            entries.append(current.strip())
-            current = ""
-    if current:
-        entries.append(current.strip())
-    if not entries:
-        raise BadInput(f"lockfile {path} lists no requirements")
-    parsed, unpinned, unhashed = [], [], []
-    for entry in entries:
-        if entry.startswith(("-e", "--editable")):
-            raise BadInput(
-                f"lockfile {path} installs the project itself ({entry!r}): the app comes as its own wheel, so leave it "
-                "out (`uv export --no-emit-project`, or drop the line)"
-            )
-        if entry.startswith("-"):
-            raise BadInput(f"lockfile {path}: option lines are not allowed in a release lock: {entry!r}")
-        match = PIN.match(entry)
-        if not match:
-            unpinned.append(entry.split()[0])
-            continue
-        hashes = HASH.findall(entry)
-        if not hashes:
-            unhashed.append(match.group(1))
-        marker = entry.split(";", 1)[1].split("--hash")[0].strip() if ";" in entry else ""
-        parsed.append(
-            {"name": normalize(match.group(1)), "version": match.group(3), "marker": marker, "hashes": hashes}
-        )
-    if unpinned:
-        raise BadInput(f"lockfile {path}: requirements not pinned with ==: {', '.join(unpinned)}")
-    if unhashed:
-        raise BadInput(
-            f"lockfile {path} has requirements without hashes: {', '.join(unhashed)} "
-            "(compile it with `uv pip compile --generate-hashes`)"
-        )
-    return parsed
-
-
-def _packaging():
-    try:
-        from packaging import markers, version
-    except ImportError:  # pip vendors packaging
-        from pip._vendor.packaging import markers, version
-    return markers, version
-
-
-# The server stack the units run, and the uvicorn releases the shutdown fix
-# (roles/service/files/asgi_deploy_gunicorn.py) is tested against (make compat).
-UVICORN_RANGE = (">=0.30.0", "<0.55")
-UVICORN_TESTED = ("0.30.0", "0.54.0")
-RELOCK = "uv pip compile --generate-hashes requirements.in -o requirements.lock"
-
-
-def check_server_stack(lock: list[dict], worker_class: str, lockfile: Path) -> None:
-    """The lock must bring what the units run: Gunicorn, and for Uvicorn workers uvicorn-worker and a uvicorn
-    the collection's shutdown fix supports."""
-    found = {r["name"]: r["version"] for r in lock}
-    wanted = ["gunicorn"] + (["uvicorn-worker", "uvicorn"] if worker_class != "asgi" else [])
-    missing = [name for name in wanted if name not in found]
-    if missing:
-        raise BadInput(
-            f"lockfile {lockfile} lacks {', '.join(missing)}, which the units run: add {' '.join(missing)} to the "
-            f"app's requirements and relock ({RELOCK}, or `uv add {' '.join(missing)} && uv lock`)"
-        )
-    if "uvicorn" in found:
-        _, version = _packaging()
-        spec = version.Version(found["uvicorn"])
-        low, high = (version.Version(bound.lstrip("<>=")) for bound in UVICORN_RANGE)
-        if not low <= spec < high:
-            raise BadInput(
-                f"lockfile {lockfile} pins uvicorn {found['uvicorn']}; the collection supports uvicorn "
-                f"{','.join(UVICORN_RANGE)} (its graceful-shutdown fix is tested against those): relock with "
-                f"'uvicorn{','.join(UVICORN_RANGE)}'"
-            )
-
-
-def export_lock(lockfile: Path, cache: Path) -> Path:
-    """A hashed requirements file for the lock as the user has it: a requirements file as it is; a uv.lock
-    exported on the controller (uv export, hashes kept, the project itself left out); a pylock.toml
-    converted. Converted locks are kept by content, so a repeat costs nothing."""
-    lockfile = Path(lockfile)
-    if not lockfile.is_file():
-        raise BadInput(f"lockfile {lockfile} does not exist")
-    name = lockfile.name
-    if name != "uv.lock" and not (name.startswith("pylock.") and name.endswith(".toml")):
-        return lockfile
-    digest = hashlib.sha256(lockfile.read_bytes())
-    project = lockfile.parent / "pyproject.toml"
-    if name == "uv.lock" and project.is_file():
-        digest.update(project.read_bytes())
-    out = cache / "locks" / f"{name}-{digest.hexdigest()[:16]}.txt"
-    if out.is_file():
-        return out
-    text = _uv_export(lockfile) if name == "uv.lock" else _from_pylock(lockfile)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(f"# asgi.deploy: exported from {lockfile}\n{text}")
-    tmp.replace(out)
-    return out
-
-
-def _uv_export(lockfile: Path) -> str:
-    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
-    argv = [uv, "export", "--frozen", "--no-emit-project", "--no-dev", "--no-header", "--no-annotate"]
-    argv += ["--format", "requirements-txt", "--project", str(lockfile.parent)]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise BadInput(f"cannot export {lockfile} with uv: {(result.stderr or result.stdout).strip()[-1500:]}")
-    return result.stdout
-
-
-def _from_pylock(lockfile: Path) -> str:
-    import tomllib
-
-    try:
-        data = tomllib.loads(lockfile.read_text())
-    except ValueError as exc:
-        raise BadInput(f"{lockfile} is not valid TOML: {exc}") from None
-    lines, problems = [], []
-    for package in data.get("packages", []):
-        name = package.get("name", "?")
-        if "directory" in package or "editable" in package:
-            continue  # the project itself: the app ships as its own wheel
-        hashes = [w["hashes"]["sha256"] for w in package.get("wheels", []) if w.get("hashes", {}).get("sha256")]
-        if not package.get("version") or not hashes:
-            problems.append(name)
-            continue
-        marker = f" ; {package['marker']}" if package.get("marker") else ""
-        lines.append(f"{name}=={package['version']}{marker} " + " ".join(f"--hash=sha256:{h}" for h in hashes))
-    if problems:
-        raise BadInput(f"{lockfile}: packages without a pinned version and hashed wheels: {', '.join(problems)}")
-    return "\n".join(lines) + "\n"
-
-
 def verify_wheel(wheel: Path) -> None:
-    """A wheel whose zip is sound and whose every file matches its RECORD."""
-    import base64
-    import csv
-
+    """A wheel whose name is a wheel's, whose zip is sound and whose every file matches its RECORD."""
+    try:
+        parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename as exc:
+        raise BadInput(f"app wheel {wheel}: {exc}") from None
     try:
         with zipfile.ZipFile(wheel) as archive:
             bad = archive.testzip()
@@ -225,38 +90,10 @@ def verify_wheel(wheel: Path) -> None:
 
 
 def same_version(given: str, built: str) -> bool:
-    _, version = _packaging()
     try:
-        return version.Version(given) == version.Version(built)
-    except version.InvalidVersion:
+        return Version(given) == Version(built)
+    except InvalidVersion:
         return given == built
-
-
-def marker_applies(marker: str, python: str) -> bool:
-    """Evaluate an environment marker for a CPython ``python`` on x86_64/aarch64 Linux."""
-    if not marker:
-        return True
-    Marker = _packaging()[0].Marker
-    env = {
-        "python_version": python,
-        "python_full_version": f"{python}.0",
-        "implementation_name": "cpython",
-        "platform_python_implementation": "CPython",
-        "sys_platform": "linux",
-        "platform_system": "Linux",
-        "os_name": "posix",
-    }
-    return Marker(marker).evaluate(env)
-
-
-def platform_tags(machine: str, glibc: str) -> list[str]:
-    major, minor = (int(part) for part in glibc.split(".")[:2])
-    if major != 2:
-        raise BadInput(f"unsupported glibc {glibc}")
-    tags = [f"manylinux_2_{m}_{machine}" for m in range(minor, 4, -1)]
-    legacy = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
-    tags += [f"{name}_{machine}" for name, floor in legacy.items() if minor >= floor]
-    return tags
 
 
 def wheel_metadata(wheel: Path) -> tuple[str, str]:
@@ -265,7 +102,7 @@ def wheel_metadata(wheel: Path) -> tuple[str, str]:
         meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         headers = archive.read(meta).decode().split("\n\n", 1)[0]
     fields = dict(line.split(": ", 1) for line in headers.splitlines() if ": " in line)
-    return normalize(fields["Name"]), fields["Version"]
+    return canonicalize_name(fields["Name"]), fields["Version"]
 
 
 # Never part of what a wheel is built from.
@@ -318,13 +155,23 @@ def build_app_wheel(source: Path, out: Path) -> Path:
     return home / built.name
 
 
-def git_sha_of(source: Path | None) -> str:
+def git_state(source: Path | None) -> dict:
+    """The commit the app source is at, and whether its working tree differs from it (``git describe
+    --dirty`` for the source directory only); unknown when the source is not a tracked git checkout."""
+    unknown = {"git_sha": "unknown", "git_describe": "", "dirty": False}
     if source is None:
-        return "unknown"
-    result = subprocess.run(
-        ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-    )
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
+        return unknown
+
+    def git(*args):
+        result = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, check=False)
+        return result.returncode, result.stdout.strip()
+
+    rc, sha = git("rev-parse", "HEAD")
+    if rc != 0 or git("check-ignore", "-q", ".")[0] == 0 or not git("ls-files", "--", ".")[1]:
+        return unknown
+    changes = git("status", "--porcelain", "--untracked-files=normal", "--", ".")[1]
+    described = git("describe", "--always", "--tags")[1]
+    return {"git_sha": sha, "git_describe": described + ("-dirty" if changes else ""), "dirty": bool(changes)}
 
 
 def deterministic_tar(directory: Path, tarball: Path) -> None:
@@ -351,51 +198,58 @@ def locked(cache: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_wheelhouse(lock: list[dict], tools: list[dict], target: dict, cache: Path, lock_sha: str) -> dict:
-    python, machine, glibc = target["python"], target["machine"], target["glibc"]
-    key = sha256_text(f"{lock_sha}|{json.dumps(tools, sort_keys=True)}|{python}|{machine}|{glibc}")[:16]
+def pip_download(pins: list[dict], options: list, target: dict, into: Path, requirements: Path) -> list[str]:
+    """The ``pip download`` command line for the target's wheels, from where the lock says they come from."""
+    python = target["python"]
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
+    cmd += ["--no-deps", "--only-binary=:all:", "--require-hashes", "--implementation", "cp"]
+    cmd += ["--python-version", python, "--abi", "cp" + python.replace(".", ""), "--abi", "abi3", "--abi", "none"]
+    for tag in platform_tags(target["machine"], target["glibc"]):
+        cmd += ["--platform", tag]
+    for flag, value in options:
+        cmd += [flag, value]
+    return [*cmd, "-d", str(into), "-r", str(requirements)]
+
+
+def wheelhouse_key(lock_sha: str, tools: list[dict], target: dict, pins: list[dict]) -> str:
+    chosen = sha256_text(requirement_lines(pins))
+    parts = [lock_sha, json.dumps(tools, sort_keys=True), target["python"], target["machine"], target["glibc"], chosen]
+    return sha256_text("|".join(parts))[:16]
+
+
+def build_wheelhouse(lock: dict, tools: list[dict], target: dict, cache: Path, lock_sha: str) -> dict:
+    """The offline wheelhouse for one target: the lock's pins whose markers hold there, and the tools."""
+    pins = select(lock, target)
+    key = wheelhouse_key(lock_sha, tools, target, pins)
     home = cache / "wheelhouses" / key
     tarball = home.with_suffix(".tar")
-    sums = home / "SHA256SUMS"
-    if tarball.is_file() and sums.is_file():
-        verify_wheelhouse(home, lock + tools)
-        return describe_wheelhouse(key, home, tarball, python, built=False)
-
-    wanted = [req for req in lock + tools if marker_applies(req["marker"], python)]
+    if tarball.is_file() and (home / "SHA256SUMS").is_file():
+        verify_wheelhouse(home, pins + tools)
+        return describe_wheelhouse(key, home, tarball, pins, built=False)
     staging = Path(tempfile.mkdtemp(prefix=f"wheelhouse-{key}-", dir=cache))
     try:
         reqs = staging / "requirements.txt"
-        reqs.write_text(
-            "".join(
-                f"{r['name']}=={r['version']} " + " ".join(f"--hash=sha256:{h}" for h in r["hashes"]) + "\n"
-                for r in wanted
-            )
+        reqs.write_text(requirement_lines(pins + tools))
+        wheels = staging / "wheels"
+        result = subprocess.run(
+            pip_download(pins, lock["options"], target, wheels, reqs), capture_output=True, text=True, check=False
         )
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
-        cmd += ["--no-deps", "--only-binary=:all:", "--require-hashes", "--implementation", "cp"]
-        cmd += ["--python-version", python, "--abi", "cp" + python.replace(".", ""), "--abi", "abi3"]
-        cmd += ["--abi", "none"]
-        for tag in platform_tags(machine, glibc):
-            cmd += ["--platform", tag]
-        cmd += ["-d", str(staging / "wheels"), "-r", str(reqs)]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BadInput(
-                f"cannot assemble the wheelhouse for Python {python} on {machine} (glibc {glibc}) "
-                f"from the lock:\n{result.stderr.strip()[-2000:]}"
+                f"cannot assemble the wheelhouse for {describe(target)} (glibc {target['glibc']}) from the lock:\n"
+                f"{result.stderr.strip()[-2000:]}"
             )
-        wheels = staging / "wheels"
         (wheels / "SHA256SUMS").write_text(
             "".join(f"{sha256_file(w)}  {w.name}\n" for w in sorted(wheels.glob("*.whl")))
         )
-        verify_wheelhouse(wheels, lock + tools)
+        verify_wheelhouse(wheels, pins + tools)
         home.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(home, ignore_errors=True)
         wheels.rename(home)
         deterministic_tar(home, tarball)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return describe_wheelhouse(key, home, tarball, python, built=True)
+    return describe_wheelhouse(key, home, tarball, pins, built=True)
 
 
 def verify_wheelhouse(home: Path, reqs: list[dict]) -> None:
@@ -411,10 +265,10 @@ def verify_wheelhouse(home: Path, reqs: list[dict]) -> None:
             raise BadInput(f"wheel {wheel} does not match the hashes in the lockfile (tampered?)")
 
 
-def describe_wheelhouse(key: str, home: Path, tarball: Path, python: str, built: bool) -> dict:
+def describe_wheelhouse(key: str, home: Path, tarball: Path, pins: list[dict], built: bool) -> dict:
     return {
         "key": key,
-        "python": python,
+        "requirements": requirement_lines(pins),
         "path": str(home),
         "tarball": str(tarball),
         "sha256": sha256_file(home / "SHA256SUMS"),
@@ -423,7 +277,30 @@ def describe_wheelhouse(key: str, home: Path, tarball: Path, python: str, built:
 
 
 def app_cache(cache_dir: str | Path, app_name: str) -> Path:
-    return Path(cache_dir).expanduser().resolve() / normalize(app_name)
+    return Path(cache_dir).expanduser().resolve() / canonicalize_name(app_name)
+
+
+def app_wheel(cache: Path, version: str, source: Path | None, wheel: Path | None) -> Path:
+    """The app wheel given, or the one built from the source (reused by content), verified."""
+    if wheel:
+        wheel = Path(wheel)
+        if not wheel.is_file():
+            raise BadInput(f"app wheel {wheel} does not exist")
+        wheel = wheel.resolve()
+    else:
+        wheel = build_app_wheel(Path(source).resolve(), cache / "dist" / version)
+    verify_wheel(wheel)
+    return wheel
+
+
+def release_record(cache: Path, release: dict) -> tuple[dict, bool]:
+    """The controller's record of a release, written once: a release is immutable, its first build's facts stay."""
+    record = cache / "releases" / f"{release['release_id']}.json"
+    if record.is_file():
+        return json.loads(record.read_text()), False
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(release, indent=2, sort_keys=True))
+    return release, True
 
 
 def identify(
@@ -436,78 +313,98 @@ def identify(
     wheel: Path | None = None,
     git_sha: str = "",
     worker_class: str = "uvicorn_worker.UvicornWorker",
+    allow_dirty: bool = False,
+    build: str = "",
 ) -> dict:
     """The release these inputs make, building the app wheel when needed. Everything a host would refuse
     later is refused here, before any host changes."""
-    if not VERSION.match(version):
+    import re
+
+    if not re.match(VERSION_PATTERN, version):
         raise BadInput(f"version {version!r} is not a valid release version ([0-9A-Za-z.+_-], 64 max)")
     if bool(source) == bool(wheel):
         raise BadInput("give exactly one of an app source directory (asgi_app_source) or an app wheel (asgi_app_wheel)")
+    git = git_state(Path(source).resolve() if source else None)
+    if git["dirty"] and not allow_dirty:
+        raise BadInput(
+            f"the app source {source} has changes not committed ({git['git_describe']}): commit them, deploy a clean "
+            "checkout of a tag, or give -e asgi_allow_dirty=true (the release records it as dirty)"
+        )
     cache = app_cache(cache_dir, app_name)
     given_lock = Path(lockfile)
-    lockfile, tools_lockfile = export_lock(given_lock, cache), Path(tools_lockfile)
-    check_server_stack(parse_lock(lockfile), worker_class, given_lock)
-    tools = parse_lock(tools_lockfile)
+    lockfile = export_lock(given_lock, cache)
+    check_server_stack(read_lock(lockfile)["pins"], worker_class, given_lock)
+    tools = read_lock(Path(tools_lockfile))["pins"]
     lock_sha = sha256_file(lockfile)
     with locked(cache):
-        if wheel:
-            wheel = Path(wheel)
-            if not wheel.is_file():
-                raise BadInput(f"app wheel {wheel} does not exist")
-            wheel = wheel.resolve()
-        else:
-            source = Path(source).resolve()
-            wheel = build_app_wheel(source, cache / "dist" / version)
-        verify_wheel(wheel)
+        wheel = app_wheel(cache, version, source, wheel)
         wheel_sha = sha256_file(wheel)
         dist_name, app_version = wheel_metadata(wheel)
         if not same_version(version, app_version):
             raise BadInput(
-                f"-e version={version} but the app is {dist_name} {app_version}: deploy version {app_version}, or "
-                f"build the wheel from the source of {version} (a tag), or pass that wheel with -e app_wheel=..."
+                f"-e asgi_version={version} but the app is {dist_name} {app_version}: deploy version {app_version}, "
+                f"or build the wheel from the source of {version} (a tag), or pass it with -e asgi_app_wheel=..."
             )
-        release_id = f"{version}-{sha256_text(wheel_sha + lock_sha)[:8]}"
-        record = cache / "releases" / f"{release_id}.json"
-        changed = False
-        if record.is_file():
-            release = json.loads(record.read_text())
-        else:
-            release = {
+        # The build step makes part of the release: another step, another release.
+        release_id = f"{version}-{sha256_text(wheel_sha + lock_sha + build)[:8]}"
+        release, changed = release_record(
+            cache,
+            {
                 "app": app_name,
                 "release_id": release_id,
                 "version": version,
                 "app_version": app_version,
                 "dist_name": dist_name,
-                "git_sha": git_sha or git_sha_of(source),
+                **git,
+                "git_sha": git_sha or git["git_sha"],
                 "lock_sha256": lock_sha,
                 "app_wheel_sha256": wheel_sha,
                 "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "built_by": f"{getpass.getuser()}@{socket.gethostname()}",
-            }
-            record.parent.mkdir(parents=True, exist_ok=True)
-            record.write_text(json.dumps(release, indent=2, sort_keys=True))
-            changed = True
-    requirements = (
-        f"# asgi.deploy release {release_id}: the lockfile plus the app wheel.\n"
-        f"{lockfile.read_text().rstrip()}\n{dist_name}=={app_version} --hash=sha256:{wheel_sha}\n"
-    )
+            },
+        )
     return {
         "changed": changed,
         "release": release,
         "app_wheel": {"path": str(wheel), "filename": wheel.name, "sha256": wheel_sha},
-        "requirements": requirements,
+        "app_requirement": f"{dist_name}=={app_version} --hash=sha256:{wheel_sha}\n",
+        "worker_class": worker_class,
         "uv_version": next((t["version"] for t in tools if t["name"] == "uv"), ""),
         "lockfile": str(lockfile.resolve()),
-        "tools_lockfile": str(tools_lockfile.resolve()),
+        "given_lockfile": str(given_lock),
+        "tools_lockfile": str(Path(tools_lockfile).resolve()),
         "cache": str(cache),
     }
 
 
 def wheelhouse(artifacts: dict, target: dict) -> dict:
-    """The offline wheelhouse of ``artifacts`` (from ``identify``) for one host ``target``
-    (``{python, machine, glibc}``), built when missing."""
-    lockfile, tools_lockfile = Path(artifacts["lockfile"]), Path(artifacts["tools_lockfile"])
-    lock, tools = parse_lock(lockfile), parse_lock(tools_lockfile)
+    """The offline wheelhouse of ``artifacts`` (from ``identify``) for one host ``target`` (``{python, full,
+    machine, glibc, sys_platform}``), built when missing, and the requirements that host installs."""
+    lockfile = Path(artifacts["lockfile"])
+    lock, tools = read_lock(lockfile), read_lock(Path(artifacts["tools_lockfile"]))["pins"]
+    check_server_stack(
+        select(lock, target), artifacts.get("worker_class", ""), artifacts.get("given_lockfile", lockfile), target
+    )
     cache = Path(artifacts["cache"])
     with locked(cache):
-        return build_wheelhouse(lock, tools, target, cache, sha256_file(lockfile))
+        house = build_wheelhouse(lock, tools, target, cache, sha256_file(lockfile))
+    release_id = artifacts["release"]["release_id"]
+    house["requirements"] = (
+        f"# asgi.deploy release {release_id} for {describe(target)}: the lock's pins for this host, and the app.\n"
+        f"{house['requirements']}{artifacts['app_requirement']}"
+    )
+    return house
+
+
+def check_targets(artifacts: dict, targets: list[dict]) -> list[str]:
+    """Problems the lock has on some target (its markers leave out the server stack there), one per target."""
+    lock = read_lock(Path(artifacts["lockfile"]))
+    problems = []
+    for target in {json.dumps(t, sort_keys=True): t for t in targets if t}.values():
+        try:
+            check_server_stack(
+                select(lock, target), artifacts.get("worker_class", ""), artifacts.get("given_lockfile"), target
+            )
+        except BadInput as problem:
+            problems.append(str(problem))
+    return problems

@@ -1,11 +1,19 @@
 # Copyright: asgi.deploy maintainers
 # MIT License (see LICENSE)
-"""Decisions and reports over the whole fleet, from each host's state (see the state module)."""
+"""Decisions and reports over the whole fleet, from each host's state (see the state module).
+
+Every decision a run makes across hosts is here, in Python with tests: which hosts a deploy or a
+rollback moves and to what, which host goes first, whether a lock's holder is dead, what the run
+prints at the end and when it fails. The roles only ask.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
+import time
 
 
 class FleetError(Exception):
@@ -16,85 +24,170 @@ def _kept(state):
     return {r["id"]: r for r in state.get("kept", [])}
 
 
-def _built_at(states, release):
-    for s in states.values():
-        for r in s.get("kept", []):
-            if r["id"] == release:
-                return r.get("built_at", "")
-    return ""
+# -- who goes where ----------------------------------------------------------------------
 
 
-def _step_back(states):
-    """The release the whole fleet steps back to, without a version.
+def deploy_moves(order, states, release):
+    """Each host's move in a deploy: ``{host: {release, pending, reasons}}`` and the anchor (the first host, in
+    play order, that needs a change: it is locked alone, first, so that of two runs exactly one goes on)."""
+    moves = {}
+    for host in order:
+        verdict = states[host].get("assessment") or {}
+        moves[host] = {
+            "release": release,
+            "pending": bool(verdict.get("needed")),
+            "reasons": verdict.get("reasons", []),
+        }
+    anchor = next((h for h in order if moves[h]["pending"]), "")
+    return {"moves": moves, "anchor": anchor, "pending": [h for h in order if moves[h]["pending"]]}
 
-    A fleet on one release goes to the newest of its hosts' previous releases that every host keeps (hosts
-    deployed more often than others may have a newer previous one than the rest). A fleet a failed run left
-    on two releases goes to the one every host runs or has just left; anything more scattered needs a version.
-    """
-    lives = {s.get("live") for s in states.values()}
-    if len(lives) == 1:
-        live = lives.pop()
-        previous = {s.get("previous") for s in states.values()} - {"", live}
-        for release in sorted(previous, key=lambda r: (_built_at(states, r), r), reverse=True):
-            if all(release in _kept(s) for s in states.values()):
-                return release
-        raise FleetError(f"the hosts run {live} and no previous release is kept on every host; give -e version=V.")
-    fits = []
-    for release in sorted((lives | {s.get("previous") for s in states.values()}) - {""}):
-        reachable = all(s.get("live") == release or s.get("previous") == release for s in states.values())
-        if reachable and not all(s.get("live") == release for s in states.values()):
-            fits.append(release)
-    if len(fits) != 1:
-        where = "; ".join(
-            f"{h}: {s.get('live') or 'none'} (previous {s.get('previous') or 'none'})"
-            for h, s in sorted(states.items())
+
+def fleet_history(states):
+    """The releases the fleet was deployed to, oldest first, from every host's audit log (successful deploys,
+    by time, a release repeated in a row counted once)."""
+    events = sorted(
+        (e.get("time", ""), e.get("to", "")) for s in states.values() for e in s.get("history", []) if e.get("to")
+    )
+    history = []
+    for _, release in events:
+        if not history or history[-1] != release:
+            history.append(release)
+    return history
+
+
+def step_back(states):
+    """(target, why): one step back in the fleet's audited deploy history from the newest release a host runs -
+    never forward, so a second rollback goes further back."""
+    history = fleet_history(states)
+    lives = {s.get("live") for s in states.values()} - {""}
+    positions = [max(i for i, r in enumerate(history) if r == live) for live in lives if live in history]
+    if not positions:
+        raise FleetError(
+            "no host runs a release its audit log records as deployed ({}); give -e asgi_version=V".format(
+                ", ".join(sorted(lives)) or "nothing runs"
+            )
         )
-        raise FleetError(f"no single previous release for the whole fleet ({where}); give -e version=V.")
-    return fits[0]
+    newest = max(positions)
+    if newest == 0:
+        raise FleetError(f"{history[0]} is the first release in the fleet's audited history; give -e asgi_version=V")
+    target = history[newest - 1]
+    trail = " -> ".join(history[max(0, newest - 3) : newest + 1])
+    return target, f"the release deployed before {history[newest]} ({trail})"
+
+
+def by_version(states, version):
+    """The newest release of ``version`` that every host keeps."""
+    common = None
+    for host, state in sorted(states.items()):
+        ids = {r["id"] for r in state.get("kept", []) if r.get("version") == version}
+        if not ids:
+            versions = sorted({r.get("version", "") for r in state.get("kept", [])})
+            raise FleetError(
+                "version {} is not kept on {}; kept versions: {} (live: {}).".format(
+                    version, host, ", ".join(versions) or "none", state.get("live") or "none"
+                )
+            )
+        common = ids if common is None else common & ids
+    if not common:
+        raise FleetError(
+            f"version {version} was built differently on different hosts (no release id kept on every host); "
+            "deploy it again to make the fleet uniform."
+        )
+    some = next(iter(states.values()))
+    return max(common, key=lambda i: (_kept(some)[i].get("built_at", ""), i))
 
 
 def rollback_plan(states, version=""):
-    """One release for every host: ``{"target", "moves": [{host, release}], "message"}``.
-
-    With ``version``: the newest release of that version that every host keeps. Without: the release R
-    such that every host either runs R or has R as its previous release (its history's step back), and
-    not every host runs it already; when no single such release exists, the fleet is too scattered to
-    guess and the caller must name a version.
-    """
+    """One release for every host: ``{target, why, moves: [{host, release}], pending, anchor, message}``."""
     if not states:
         raise FleetError("no hosts to roll back")
     if version:
-        common = None
-        for host, state in states.items():
-            ids = {r["id"] for r in state.get("kept", []) if r.get("version") == version}
-            if not ids:
-                versions = sorted({r.get("version", "") for r in state.get("kept", [])})
-                raise FleetError(
-                    "version {} is not kept on {}; kept versions: {} (live: {}).".format(
-                        version, host, ", ".join(versions) or "none", state.get("live") or "none"
-                    )
-                )
-            common = ids if common is None else common & ids
-        if not common:
-            raise FleetError(
-                f"version {version} was built differently on different hosts (no release id kept on every host); "
-                "deploy it again to make the fleet uniform."
-            )
-        some = next(iter(states.values()))
-        target = max(common, key=lambda i: (_kept(some)[i].get("built_at", ""), i))
+        target, why = by_version(states, version), f"version {version}, as asked"
     else:
-        target = _step_back(states)
-        missing = [h for h, s in states.items() if s.get("live") != target and target not in _kept(s)]
-        if missing:
-            raise FleetError(f"{target} is no longer kept on {', '.join(sorted(missing))}; give -e version=V.")
-    moves = [{"host": h, "release": target} for h, s in sorted(states.items()) if s.get("live") != target]
-    staying = sorted(h for h, s in states.items() if s.get("live") == target)
-    message = "rollback: every host goes to {}; to change: {}{}".format(
-        target,
-        ", ".join(m["host"] for m in moves) or "none",
-        "; already there: {}".format(", ".join(staying)) if staying else "",
+        target, why = step_back(states)
+    missing = sorted(h for h, s in states.items() if s.get("live") != target and target not in _kept(s))
+    if missing:
+        raise FleetError(f"{target} is no longer kept on {', '.join(missing)}; give -e asgi_version=V.")
+    order = sorted(states)
+    pending = [h for h in order if states[h].get("live") != target]
+    staying = [h for h in order if h not in pending]
+    message = "rollback: every host goes to {} ({}); to change: {}{}".format(
+        target, why, ", ".join(pending) or "none", "; already there: {}".format(", ".join(staying)) if staying else ""
     )
-    return {"target": target, "moves": moves, "message": message}
+    return {
+        "target": target,
+        "why": why,
+        "moves": [{"host": h, "release": target} for h in pending],
+        "pending": pending,
+        "anchor": pending[0] if pending else "",
+        "message": message,
+    }
+
+
+def rollback_moves(order, states, version=""):
+    """A rollback's moves, in the shape of ``deploy_moves``, with the plan's ``target``, ``why`` and ``message``."""
+    plan = rollback_plan(states, version)
+    moves = {h: {"release": plan["target"], "pending": h in plan["pending"], "reasons": []} for h in order}
+    for host in plan["pending"]:
+        moves[host]["reasons"] = ["release {} -> {}".format(states[host].get("live") or "none", plan["target"])]
+    anchor = next((h for h in order if moves[h]["pending"]), "")
+    return {**plan, "moves": moves, "anchor": anchor, "pending": [h for h in order if moves[h]["pending"]]}
+
+
+# -- locks ----------------------------------------------------------------------------------
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as stream:
+            return stream.read().strip()
+    except OSError:
+        return b""
+
+
+def controller_id(root="/"):
+    """This controller: its machine id, boot id, host name and PID namespace. Two containers from one image
+    (the same machine id), a clone, a reboot or another PID namespace are other controllers. Empty when the
+    machine id is missing or empty: then no run of this controller is ever judged dead."""
+    machine = _read(os.path.join(root, "etc/machine-id"))
+    if not machine:
+        return ""
+    boot = _read(os.path.join(root, "proc/sys/kernel/random/boot_id"))
+    try:
+        namespace = os.readlink(os.path.join(root, "proc/self/ns/pid")).encode()
+    except OSError:
+        namespace = b""
+    identity = b"|".join([machine, boot, socket.gethostname().encode(), namespace])
+    return hashlib.sha256(identity).hexdigest()[:16]
+
+
+def dead_run(holder, me=None, proc="/proc"):
+    """The run id of a lock taken from this very controller by an ansible-playbook that no longer runs (its
+    lock may be taken over, naming it); '' otherwise. A holder on another controller is never judged dead."""
+    me = controller_id() if me is None else me
+    if not holder or not me or holder.get("controller_id") != me or not holder.get("pid") or not holder.get("run"):
+        return ""
+    try:
+        with open(os.path.join(proc, str(int(holder["pid"])), "cmdline"), "rb") as stream:
+            cmdline = stream.read()
+    except (OSError, ValueError):
+        return holder["run"]
+    return "" if b"ansible" in cmdline else holder["run"]
+
+
+def take_over(holder, force=""):
+    """The run whose lock this run may replace: the one the user named (``-e asgi_force_unlock=<run>``, or
+    ``all`` for whoever holds it), else a dead run of this very controller; '' for none."""
+    if not holder:
+        return ""
+    if force == "all":
+        return holder.get("run") or ""
+    if force:
+        return force
+    return dead_run(holder)
+
+
+# -- what a run prints ------------------------------------------------------------------------
 
 
 def _instance(i):
@@ -110,58 +203,186 @@ def _lock(lock):
     return f"{lock['age_s']:.0f}s" if lock.get("age_s") is not None else "held"
 
 
+def table(header, rows):
+    """Columns as wide as their widest cell (host names of any length)."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    return [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def fleet_status(states):
+    """The fleet as data (``-e asgi_format=json``): per host, what runs and what needs a look."""
+    hosts = {}
+    for host, s in sorted(states.items()):
+        notes = []
+        lock = s.get("lock")
+        if lock:
+            what = f"{lock.get('operation', '')} {lock.get('version', '')}".strip()
+            notes.append(
+                f"deploy lock held by {lock.get('actor', '?')} ({what}), run {lock.get('run', '?')}, {_lock(lock)} ago"
+            )
+        if s.get("busy"):
+            notes.append(f"a build, hook or handover is running on the host now (pid {s['busy']})")
+        notes += s.get("interrupted", [])
+        hosts[host] = {
+            "live": s.get("live", ""),
+            "previous": s.get("previous", ""),
+            "main": _instance(s.get("main")),
+            "next": _instance(s.get("next_instance")),
+            "lock": _lock(lock),
+            "kept": [r["id"] for r in s.get("kept", [])],
+            "tree_sha256": next((r.get("tree_sha256", "") for r in s.get("kept", []) if r["id"] == s.get("live")), ""),
+            "notes": notes,
+            "recent": s.get("recent", []),
+        }
+    return hosts
+
+
 def _event(host, r):
     when, event = str(r.get("time", ""))[:19], r.get("event", "")
     if "to" in r:
         what = f"{r.get('from') or '-'} -> {r.get('to')} {r.get('strategy', '')} {r.get('result', '')}"
+    elif event == "hook":
+        what = f"{r.get('hook', '')} {r.get('result', '')} ({r.get('duration_s', '?')}s)"
     else:
         what = f"by {r.get('actor', '?')}"
-    return f"{host:<12} {when} {event:<8} {what}"
+    return [host, when, event, what.strip()]
+
+
+def status_lines(states):
+    """The fleet as lines of text: a table, what needs a look, the last events."""
+    status = fleet_status(states)
+    rows = [
+        [h, s["live"] or "-", s["previous"] or "-", s["main"], s["next"], s["lock"], " ".join(s["kept"])]
+        for h, s in status.items()
+    ]
+    lines = table(["HOST", "LIVE", "PREVIOUS", "MAIN", "NEXT", "LOCK", "KEPT"], rows)
+    notes = [f"{host}: {note}" for host, s in status.items() for note in s["notes"]]
+    if notes:
+        lines += ["", "Needs a look:", *notes]
+    events = [_event(host, r) for host, s in status.items() for r in s["recent"]]
+    if events:
+        lines += ["", "Last events:", *table(["HOST", "TIME", "EVENT", "WHAT"], events)[1:]]
+    return lines
 
 
 def status_table(states):
-    """A plain text table of the fleet, the last events, and anything that needs a look."""
-    lines = [f"{'HOST':<12} {'LIVE':<24} {'MAIN':<34} {'NEXT':<26} {'LOCK':<8} KEPT"]
-    notes, recent = [], []
-    for host, s in sorted(states.items()):
-        kept = " ".join(r["id"] for r in s.get("kept", []))
-        main, nxt = _instance(s.get("main")), _instance(s.get("next_instance"))
-        lines.append(f"{host:<12} {s.get('live') or '-':<24} {main:<34} {nxt:<26} {_lock(s.get('lock')):<8} {kept}")
-        lock = s.get("lock")
-        if lock:
-            what = f"{lock.get('operation', '')} {lock.get('version', '')}"
-            holder = f"{lock.get('actor', '?')} ({what}), run {lock.get('run', '?')}"
-            notes.append(f"{host}: deploy lock held by {holder}, {_lock(lock)} ago")
-        if s.get("busy"):
-            notes.append(f"{host}: a build or handover is running on the host now (pid {s['busy']})")
-        notes += [f"{host}: {sign}" for sign in s.get("interrupted", [])]
-        recent += [_event(host, r) for r in s.get("recent", [])]
-    text = "\n".join(lines)
-    if notes:
-        text += "\n\nNeeds a look:\n" + "\n".join(notes)
-    if recent:
-        text += "\n\nLast events:\n" + "\n".join(recent)
-    return text
+    return "\n".join(status_lines(states))
 
 
-def controller_id(machine_id="/etc/machine-id"):
-    """This controller, beyond its host name (two laptops may both be called "localhost")."""
-    try:
-        with open(machine_id, "rb") as stream:
-            return hashlib.sha256(stream.read().strip()).hexdigest()[:16]
-    except OSError:
-        return ""
+def _seconds(result):
+    return "{:.1f} s".format(float(result.get("duration_s") or 0))
 
 
-def dead_run(holder, me=None, proc="/proc"):
-    """True when a lock was taken from this controller by an ansible-playbook that no longer runs:
-    its lock can be taken over (with an audit line) without asking for force_unlock."""
-    me = controller_id() if me is None else me
-    if not holder or not me or holder.get("controller_id") != me or not holder.get("pid"):
-        return False
-    try:
-        with open(os.path.join(proc, str(int(holder["pid"])), "cmdline"), "rb") as stream:
-            cmdline = stream.read()
-    except (OSError, ValueError):
-        return True
-    return b"ansible" not in cmdline
+def summary_lines(operation, results, states, started, now=None):
+    """A run's last words: per host from -> to, strategy and seconds; hosts already there; wall time."""
+    now = time.time() if now is None else now
+    wall = f"{max(0.0, now - float(started or now)):.0f} s"
+    changed = {h: r for h, r in sorted(results.items()) if r.get("changed")}
+    already = sorted(h for h in states if h not in changed)
+    if not changed:
+        return [f"{operation}: no host needed a change ({len(states)} checked, {wall})."]
+    groups = {}
+    for host, r in changed.items():
+        groups.setdefault((r.get("from") or "nothing", r.get("to", "?"), r.get("strategy", "")), []).append(host)
+    lines = [f"{operation}: {len(changed)} host(s) changed in {wall}:"]
+    for (before, after, strategy), hosts in groups.items():
+        timings = ", ".join(f"{h} {_seconds(changed[h])}" for h in hosts)
+        lines.append(f"  {before} -> {after} ({strategy}): {timings}")
+    if already:
+        lines.append("  already there: " + ", ".join(already))
+    return lines
+
+
+def grouped_problems(problems):
+    """``host: problem`` lines as one line per problem, naming the hosts that have it."""
+    hosts_of = {}
+    for line in problems:
+        host, sep, problem = line.partition(": ")
+        key = problem if sep else line
+        hosts_of.setdefault(key, [])
+        if sep:
+            hosts_of[key].append(host)
+    return [f"{problem} ({', '.join(hosts)})" if hosts else problem for problem, hosts in hosts_of.items()]
+
+
+def _lines(value):
+    if isinstance(value, (list, tuple)):
+        return [str(line) for line in value]
+    return str(value or "").splitlines()
+
+
+def outcome(results, reverted=()):
+    """What a stopping run did to its hosts: ``switched`` (handed over in this run), ``revertible`` (those that ran
+    something before), ``went_back`` and ``stuck`` (on_failure=revert: taken back, or not, and why)."""
+    switched = [h for h, r in sorted(results.items()) if (r or {}).get("result") == "success"]
+    went_back, stuck = [], []
+    for item in reverted:
+        host = item.get("__rollout_item", "?")
+        if item.get("step") or item.get("failed"):
+            stuck.append([host, _lines(item.get("msg", "unknown error"))[0] if item.get("msg") else "unknown error"])
+        else:
+            went_back.append(host)
+    return {
+        "switched": switched,
+        "revertible": [h for h in switched if results[h].get("from")],
+        "went_back": went_back,
+        "stuck": stuck,
+        "stayed": [h for h in switched if h not in went_back],
+    }
+
+
+def failure_lines(operation, stage, failed, host="", done=None, live_version=""):
+    """The message a run stops with, as lines: what failed (the failure's own lines, problems one per line),
+    what the fleet looks like now, what to do, and the failed instance's journal."""
+    failed, done = dict(failed or {}), dict(done or {})
+    said = _lines(failed.get("msg")) or [f"failed on {host or 'a host'}"]
+    first = said[0] if said[0].startswith(f"{operation}:") else f"{operation}: {said[0]}"
+    lines = [first, *said[1:], *[f"  - {p}" for p in failed.get("problems", [])]]
+    if stage == "plan":
+        lines.append("Nothing was changed.")
+    elif stage == "build":
+        kept = " (the release stays built where it was finished)" if operation == "deploy" else ""
+        lines.append(f"No host was switched{kept}.")
+    else:
+        lines.append("Hosts not yet reached were not changed.")
+        if done.get("went_back"):
+            lines.append("Taken back to what they ran (on_failure=revert): {}.".format(", ".join(done["went_back"])))
+        lines += [f"Could not take {h} back: {why}." for h, why in done.get("stuck", [])]
+        if done.get("stayed"):
+            again = f" -e asgi_version={live_version}" if live_version else ""
+            lines.append(
+                "Switched in this run and still on the new release: {} (to go back: ansible-playbook "
+                "asgi.deploy.rollback{}).".format(", ".join(done["stayed"]), again)
+            )
+    for key, title in (("output", "Its last lines:"), ("journal", "Journal of the instance that failed:")):
+        if failed.get(key):
+            lines += [title, *_lines(failed[key])]
+    return lines
+
+
+def as_json(data):
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def merged_logs(per_host):
+    """Every host's journal entries as one list of lines, in time order, each with its host."""
+    entries = sorted((e["t"], host, e["unit"], e["message"]) for host, found in per_host.items() for e in found)
+    return [
+        "{} {} {}: {}".format(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t / 1e6)), host, unit, message)
+        for t, host, unit, message in entries
+    ]
+
+
+def exec_lines(results):
+    """What a command run on each host printed, and how it ended, host by host."""
+    lines = []
+    for host, r in sorted(results.items()):
+        status = "exit {}".format(r.get("rc", "?")) + (
+            " (stopped at its time limit)" if r.get("result") == "timeout" else ""
+        )
+        lines.append(f"== {host}: {status}, {r.get('duration_s', '?')} s")
+        lines += [f"   {line}" for line in str(r.get("output", "")).splitlines()]
+    return lines

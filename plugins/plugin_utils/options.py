@@ -16,6 +16,7 @@ import os
 import re
 
 import yaml
+from ansible_collections.asgi.deploy.plugins.module_utils.host import UNIT_SUFFIXES
 
 COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ROLES = os.path.join(COLLECTION_ROOT, "roles")
@@ -24,17 +25,28 @@ NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(\))?$")
 LISTEN_TCP = re.compile(r"^(\[[0-9a-fA-F:]+\]|[0-9.]+):[0-9]{1,5}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-# Options of the asgi role that say what to build, not how it runs: not part of the settings.
-BUILD_INPUTS = ("asgi_lockfile", "asgi_app_source", "asgi_app_wheel")
-# Hooks shape a run, not what the units run: changing one is no settings change.
+# Options of the asgi role that say what to build, not how it runs: not part of the settings (the build
+# step is part of the release's id instead).
+BUILD_INPUTS = ("asgi_lockfile", "asgi_app_source", "asgi_app_wheel", "asgi_build")
+# Hooks and notifications shape a run, not what the units run: changing one is no settings change.
 RUN_INPUTS = (
     "asgi_before_switch",
     "asgi_before_switch_on",
     "asgi_after_switch",
     "asgi_after_deploy",
     "asgi_rollback_before_switch",
+    "asgi_hook_timeout",
+    "asgi_hook_show_output",
+    "asgi_on_failure",
 )
+# Options that are gone, and what to do instead.
+REMOVED = {
+    "release_package_source": "hosts always install from the wheelhouse the controller builds; put the index in the "
+    "lock (--index-url) and the controller downloads from it",
+    "release_index_url": "put the index in the lock (--index-url, --extra-index-url or --find-links lines)",
+}
 
 
 def role_spec(role):
@@ -65,6 +77,9 @@ def check(options, operation="deploy"):
             problems.append("set {} in the inventory to deploy".format(" and ".join(missing)))
     if o("asgi_app") is not None and not NAME.match(str(o("asgi_app"))):
         problems.append("asgi_app {!r} must match {}".format(o("asgi_app"), NAME.pattern))
+    elif str(o("asgi_app") or "").endswith(UNIT_SUFFIXES):
+        suffixes = ", ".join(UNIT_SUFFIXES)
+        problems.append(f"asgi_app {o('asgi_app')!r} ends like another app's units ({suffixes}): choose another name")
     if o("asgi_entrypoint") and not ENTRYPOINT.match(str(o("asgi_entrypoint"))):
         problems.append(
             "asgi_entrypoint {!r} must look like pkg.module:app or pkg.module:create_app()".format(o("asgi_entrypoint"))
@@ -89,38 +104,53 @@ def check(options, operation="deploy"):
     bad = [n for n in secrets if not pattern.match(str(n))]
     if bad:
         problems.append("secret names must match {}: {}".format(pattern.pattern, ", ".join(bad)))
+    bad = [str(n) for n in o("service_environment") or {} if not ENV_NAME.match(str(n))]
+    if bad:
+        problems.append("service_environment names must match {}: {}".format(ENV_NAME.pattern, ", ".join(bad)))
+    bad = [str(n) for n in o("asgi_readiness_headers") or {} if not HEADER.match(str(n))]
+    if bad:
+        problems.append("asgi_readiness_headers names must be HTTP header names: {}".format(", ".join(bad)))
     if o("release_keep") is not None and int(o("release_keep")) < 2:
         problems.append("release_keep must be at least 2 (the live and the previous release)")
     if o("release_build_niceness") is not None and not 0 <= int(o("release_build_niceness")) <= 19:
         problems.append("release_build_niceness must be 0..19")
-    if o("release_package_source") == "index" and not o("release_index_url"):
-        problems.append("release_package_source=index needs release_index_url")
+    user = o("asgi_user") or o("asgi_app")
+    if o("release_owner") and user and o("release_owner") == user:
+        problems.append(f"release_owner must not be the service user {user}: the app could rewrite its own code")
+    if o("asgi_hook_timeout") is not None and int(o("asgi_hook_timeout")) < 1:
+        problems.append("asgi_hook_timeout must be at least 1 (seconds)")
     return problems
+
+
+def removed(given):
+    """Problems for options that are gone (set in the inventory, say), with what to do instead."""
+    return [f"{name} was removed in 0.2.0: {why}" for name, why in REMOVED.items() if given(name) is not None]
 
 
 def templates_digest():
     """Digest of everything that renders a settings set: the service role's templates, files and vars."""
     digest = hashlib.sha256()
     base = os.path.join(ROLES, "service")
+    paths = [os.path.join(COLLECTION_ROOT, "plugins", "module_utils", "process.py")]  # shipped with the console
     for sub in ("templates", "files", "vars"):
         for root, dirs, files in os.walk(os.path.join(base, sub)):
             dirs.sort()
-            for name in sorted(files):
-                path = os.path.join(root, name)
-                with open(path, "rb") as stream:
-                    digest.update(os.path.relpath(path, base).encode() + b"\0" + hashlib.sha256(stream.read()).digest())
+            paths += [os.path.join(root, name) for name in sorted(files)]
+    for path in paths:
+        with open(path, "rb") as stream:
+            digest.update(os.path.relpath(path, base).encode() + b"\0" + hashlib.sha256(stream.read()).digest())
     return digest.hexdigest()
 
 
 def settings_digest(options, templates):
-    """The digest naming a host's settings set: the options that shape it, and the templates."""
+    """The public part of a host's settings: the options that shape its settings set and the templates, with
+    the secrets' names but never their values. Each host keys it with the secrets into the set's id (see
+    module_utils/settings.py), so that the id says nothing about a secret."""
     shaped = {
         k: v
         for k, v in options.items()
         if (k.startswith("service_") or k.startswith("asgi_")) and k not in BUILD_INPUTS + RUN_INPUTS
     }
-    secrets = shaped.pop("service_secrets", None) or {}
-    # Secrets count by their digest only: the settings digest is written to the audit log.
-    shaped["service_secrets"] = {k: hashlib.sha256(str(v).encode()).hexdigest() for k, v in sorted(secrets.items())}
+    shaped["service_secrets"] = sorted(str(k) for k in (shaped.pop("service_secrets", None) or {}))
     text = json.dumps({"options": shaped, "templates": templates}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]

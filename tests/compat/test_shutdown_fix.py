@@ -1,4 +1,4 @@
-"""The graceful-shutdown fix (roles/service/files/asgi_deploy_hooks.py) against a real uvicorn.
+"""The graceful-shutdown fix (roles/service/files/asgi_deploy_gunicorn.py) against a real uvicorn.
 
 `make unit` runs this with the oldest and the newest uvicorn the collection supports
 (plugins/plugin_utils/artifacts.py: UVICORN_RANGE), each in its own venv, for both of
@@ -23,11 +23,11 @@ import uvicorn
 from uvicorn.config import Config
 from uvicorn.server import Server
 
-HOOKS = Path(__file__).resolve().parents[2] / "roles/service/files/asgi_deploy_hooks.py"
+HOOKS = Path(__file__).resolve().parents[2] / "roles/service/files/asgi_deploy_gunicorn.py"
 
 
 def load_hooks():
-    spec = importlib.util.spec_from_file_location("asgi_deploy_hooks", HOOKS)
+    spec = importlib.util.spec_from_file_location("asgi_deploy_gunicorn", HOOKS)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

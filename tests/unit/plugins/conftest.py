@@ -1,5 +1,5 @@
 import pytest
-from fakes import Clock, FakeSystemd, make_app
+from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import Clock, FakeSystemd, make_app
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ broken release exits at start; main crash-loops (systemd restarts it).
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
+import sys
 
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import SystemdError
@@ -28,6 +30,43 @@ def make_app(tmp_path, name="demo"):
     )
 
 
+class FakeRun:
+    """``AnsibleModule.run_command`` as module_utils call it: records every argv; answers by the first rule
+    whose prefix (a tuple of leading argv items, or a callable on the argv) matches: ``(rc, out, err)`` or a
+    callable returning it. The host's Python probe answers as this interpreter would."""
+
+    def __init__(self, rules=()):
+        self.calls, self.rules = [], list(rules)
+
+    def on(self, prefix, answer):
+        self.rules.insert(0, (prefix, answer))
+        return self
+
+    def __call__(self, argv, **_):
+        argv = list(argv)
+        self.calls.append(argv)
+        for prefix, answer in self.rules:
+            hit = prefix(argv) if callable(prefix) else tuple(argv[: len(prefix)]) == tuple(prefix)
+            if hit:
+                return answer(argv) if callable(answer) else answer
+        if len(argv) > 2 and argv[1:3] == ["-I", "-c"] and os.path.exists(argv[0]):
+            info = {"python": "{}.{}".format(*sys.version_info[:2]), "full": "{}.{}.{}".format(*sys.version_info[:3]),
+                    "machine": "x86_64", "glibc": "2.36", "sys_platform": "linux", "venv": True}  # fmt: skip
+            return 0, json.dumps(info), ""
+        return 0, "", ""
+
+    def commands(self, name):
+        return [argv for argv in self.calls if argv and argv[0] == name]
+
+
+def local_run(argv, **_):
+    """``run_command`` for real, for the few tests that run a real local tool (systemd-analyze)."""
+    import subprocess
+
+    done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    return done.returncode, done.stdout, done.stderr
+
+
 class FakeSystemd:
     def __init__(self, app, broken=(), unready=()):
         self.app = app
@@ -37,6 +76,7 @@ class FakeSystemd:
         self.calls = []
         self.reloads = 0
         self.fail_on = {}  # verb -> unit that makes it raise
+        self.transient = []  # units of hooks running now
 
     def unit(self, name):
         return self.units.setdefault(
@@ -60,9 +100,15 @@ class FakeSystemd:
 
     def show(self, name):
         u = dict(self.unit(name))
+        u["Id"] = name
         u["LoadState"] = "loaded" if os.path.exists(self.app.unit_path(name)) else "not-found"
         u["UnitFileState"] = "enabled" if name in self.enabled else "disabled"
+        u["NeedDaemonReload"] = "yes" if u.get("need_reload") else "no"
         return u
+
+    def running(self, pattern):
+        prefix = pattern.rstrip("*")
+        return [name for name in self.transient if name.startswith(prefix)]
 
     def _launch(self, name):
         u = self.unit(name)
@@ -92,6 +138,8 @@ class FakeSystemd:
     def daemon_reload(self):
         self._check("daemon-reload", ())
         self.reloads += 1
+        for u in self.units.values():
+            u["need_reload"] = False
 
     def reset_failed(self, *units):
         self.calls.append(("reset-failed", *units))
@@ -121,14 +169,12 @@ class FakeSystemd:
         for name in units:
             self.unit(name).update(ActiveState="inactive", SubState="dead", MainPID=0)
 
-    def stop(self, *units):
-        self._stop("stop", units)
-
     def stop_for_good(self, *units):
         self._stop("stop-for-good", units)
+        self.transient = [name for name in self.transient if name not in units]
 
     def stop_no_block(self, *units):
-        self.stop(*units)
+        self._stop("stop", units)
 
     def enable(self, *units):
         self._check("enable", units)
@@ -158,15 +204,15 @@ class FakeSystemd:
         u = self._by_pid(pid)
         return {"ASGI_SETTINGS_DIGEST": u["settings"]} if u else {}
 
-    def get(self, probe, path):
+    def get(self, probe, path, headers=None):
         """The gate's HTTP GET: the instance behind ``probe`` answers when it runs a ready release."""
         which = "main" if probe == self.app.probes["main"] else "next"
         u = self.unit(self.app.units[which])
         if u["ActiveState"] != "active":
             raise ConnectionRefusedError("connection refused")
         if u["release"] in self.unready:
-            return 503, b'{"status": "starting"}'
-        return 200, ('{{"release_id": "{}"}}'.format(u["release"])).encode()
+            return 503, b'{"status": "starting"}', ""
+        return 200, ('{{"release_id": "{}"}}'.format(u["release"])).encode(), ""
 
 
 class Clock:
@@ -185,6 +231,9 @@ class Clock:
 def make_release(app, release_id, version=None, built_at="2026-11-01T00:00:00Z", finished=True, key="k1"):
     path = os.path.join(app.releases, release_id)
     os.makedirs(os.path.join(path, "venv", "bin"), exist_ok=True)
+    python = os.path.join(path, "venv", "bin", "python")
+    if not os.path.lexists(python):
+        os.symlink(sys.executable, python)  # as a venv links the system's
     if finished:
         with open(os.path.join(path, "release.json"), "w") as stream:
             stream.write(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate, GateFailed, crashed
-from fakes import make_release
+from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import make_release
 
 REL = "1.0.0-aaaa1111"
 
@@ -22,11 +22,11 @@ def gate(systemd, clock, answers, **kwargs):
     """A gate whose HTTP answers come from ``answers`` in turn (an exception is raised)."""
     queue = list(answers)
 
-    def get(probe, path):
+    def get(probe, path, headers=None):
         answer = queue.pop(0) if len(queue) > 1 else queue[0]
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return (*answer, "") if len(answer) == 2 else answer
 
     return Gate(systemd, "/readyz", kwargs.pop("timeout", 5), clock=clock, sleep=clock.sleep, get=get, **kwargs)
 
@@ -45,7 +45,7 @@ def test_not_ready_within_the_timeout_names_the_last_answer(running, clock):
 
 
 def test_a_crash_fails_at_once_not_at_the_start_limit(running, clock):
-    def crash_on_first_poll(probe, path):
+    def crash_on_first_poll(probe, path, headers=None):
         running.unit("demo.service").update(NRestarts=1, SubState="auto-restart")
         raise ConnectionRefusedError()
 
@@ -94,3 +94,30 @@ def test_what_counts_as_a_crash(props, why):
         if why
         else crashed(props, {"InvocationID": "i1"}) == ""
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "location", "cause"),
+    [
+        (301, "https://localhost/readyz", "likely to HTTPS"),
+        (400, "", "ALLOWED_HOSTS"),
+        (404, "", "check asgi_readiness_path"),
+    ],
+)
+def test_an_answer_only_configuration_explains_fails_at_once_naming_the_cause(running, clock, status, location, cause):
+    with pytest.raises(GateFailed) as failed:
+        gate(running, clock, [(status, b"", location)], timeout=60).wait("demo.service", "/p", REL)
+    assert failed.value.check == "configuration" and cause in str(failed.value)
+    assert clock.now < 1  # not the timeout
+
+
+def test_the_probe_sends_the_headers_and_takes_the_statuses_it_is_given(running, clock):
+    seen = []
+
+    def get(probe, path, headers=None):
+        seen.append(headers)
+        return 204, b"", ""
+
+    Gate(running, "/readyz", 5, headers={"Host": "billing.example.net"}, accept=(200, 204), clock=clock,
+         sleep=clock.sleep, get=get).wait("demo.service", "/p", REL)  # fmt: skip
+    assert seen[0] == {"Host": "billing.example.net"}

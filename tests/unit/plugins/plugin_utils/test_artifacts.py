@@ -24,37 +24,6 @@ def write(tmp_path, text, name="requirements.lock"):
     return path
 
 
-def test_lock_entries_are_parsed_with_markers_and_every_hash(tmp_path):
-    fastapi, uvloop = ba.parse_lock(write(tmp_path, LOCK))
-    assert fastapi == {"name": "fastapi", "version": "0.165.0", "marker": "", "hashes": [HASH_A]}
-    assert uvloop["marker"] == "sys_platform != 'win32'"
-    assert len(uvloop["hashes"]) == 2
-
-
-def test_lock_without_hashes_is_refused_naming_the_packages(tmp_path):
-    with pytest.raises(ba.BadInput, match="without hashes: fastapi, uvloop"):
-        ba.parse_lock(write(tmp_path, "fastapi==0.165.0\nuvloop==0.23.0\n"))
-
-
-def test_unpinned_requirement_is_refused(tmp_path):
-    with pytest.raises(ba.BadInput, match=r"not pinned with ==: fastapi>=0\.1"):
-        ba.parse_lock(write(tmp_path, f"fastapi>=0.1 --hash=sha256:{HASH_A}\n"))
-
-
-def test_markers_are_evaluated_for_the_target_python_not_the_controller():
-    assert ba.marker_applies("python_version < '3.12'", "3.11")
-    assert not ba.marker_applies("python_version < '3.12'", "3.13")
-    assert ba.marker_applies("sys_platform != 'win32'", "3.13")
-
-
-def test_platform_tags_cover_every_manylinux_up_to_the_host_glibc():
-    tags = ba.platform_tags("x86_64", "2.36")
-    assert tags[0] == "manylinux_2_36_x86_64"
-    assert "manylinux_2_17_x86_64" in tags
-    assert "manylinux2014_x86_64" in tags
-    assert "manylinux_2_37_x86_64" not in tags
-
-
 def test_wheelhouse_with_a_wheel_the_lock_does_not_allow_is_refused(tmp_path):
     wheel = tmp_path / "fastapi-0.165.0-py3-none-any.whl"
     wheel.write_bytes(b"tampered")
@@ -141,7 +110,7 @@ def test_a_release_id_derives_from_the_wheel_and_the_lock_and_is_recorded_once(t
     assert first["changed"] and not again["changed"]
     assert again["release"] == release
     assert first["uv_version"] == "0.9.0"
-    assert first["requirements"].endswith(f"demo-app==1.4.0 --hash=sha256:{first['app_wheel']['sha256']}\n")
+    assert first["app_requirement"] == f"demo-app==1.4.0 --hash=sha256:{first['app_wheel']['sha256']}\n"
     write(tmp_path, LOCK + SERVER + f"idna==3.20 --hash=sha256:{'d' * 64}\n")
     assert (
         ba.identify("demo", "1.4.0", lock, tools, tmp_path / "cache", wheel=wheel)["release"]["release_id"]
@@ -201,7 +170,7 @@ def test_a_lock_that_installs_the_project_itself_is_refused_naming_the_flag(tmp_
 
 
 def test_a_version_that_is_not_the_wheels_is_refused(tmp_path):
-    with pytest.raises(ba.BadInput, match=r"-e version=1 but the app is demo-app 1\.4\.0"):
+    with pytest.raises(ba.BadInput, match=r"-e asgi_version=1 but the app is demo-app 1\.4\.0"):
         identify(tmp_path, version="1")
     assert identify(tmp_path, version="1.4")["release"]["app_version"] == "1.4.0"  # the same version, spelled shorter
 
@@ -215,31 +184,33 @@ def test_a_corrupt_wheel_is_refused_on_the_controller(tmp_path):
         identify(tmp_path, wheel=wheel)
 
 
-def test_a_pylock_is_converted_to_hashed_requirements_without_the_project(tmp_path):
-    pylock = tmp_path / "pylock.toml"
-    pylock.write_text(
-        'lock-version = "1.0"\n'
-        '[[packages]]\nname = "demo-app"\ndirectory = { path = "." }\n'
-        f'[[packages]]\nname = "gunicorn"\nversion = "27.0.1"\n'
-        f'wheels = [{{ name = "gunicorn-27.0.1-py3-none-any.whl", hashes = {{ sha256 = "{"d" * 64}" }} }}]\n'
-        f'[[packages]]\nname = "uvloop"\nversion = "0.23.0"\nmarker = "sys_platform != \'win32\'"\n'
-        f'wheels = [{{ name = "a.whl", hashes = {{ sha256 = "{"b" * 64}" }} }},\n'
-        f'  {{ name = "b.whl", hashes = {{ sha256 = "{"c" * 64}" }} }}]\n'
+def test_a_build_step_makes_another_release(tmp_path):
+    plain = identify(tmp_path)["release"]["release_id"]
+    built = identify(tmp_path, build="python -m django collectstatic --noinput")["release"]["release_id"]
+    assert plain != built and plain.split("-")[0] == built.split("-")[0]
+
+
+def git(cwd, *args):
+    import subprocess
+
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True
     )
-    exported = ba.export_lock(pylock, tmp_path / "cache")
-    gunicorn, uvloop = ba.parse_lock(exported)
-    assert (gunicorn["name"], gunicorn["hashes"]) == ("gunicorn", ["d" * 64])
-    assert uvloop["marker"] == "sys_platform != 'win32'" and len(uvloop["hashes"]) == 2
-    assert ba.export_lock(pylock, tmp_path / "cache") == exported  # kept by content
 
 
-def test_a_pylock_package_without_hashed_wheels_is_refused(tmp_path):
-    pylock = tmp_path / "pylock.toml"
-    pylock.write_text('lock-version = "1.0"\n[[packages]]\nname = "gunicorn"\nversion = "27.0.1"\n')
-    with pytest.raises(ba.BadInput, match="without a pinned version and hashed wheels: gunicorn"):
-        ba.export_lock(pylock, tmp_path / "cache")
-
-
-def test_a_requirements_lock_is_used_as_it_is(tmp_path):
-    lock = write(tmp_path, LOCK)
-    assert ba.export_lock(lock, tmp_path / "cache") == lock
+def test_a_source_with_changes_not_committed_is_refused_unless_allowed_and_then_recorded(tmp_path, monkeypatch):
+    fake_uv(tmp_path, monkeypatch)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "pyproject.toml").write_text("[project]\n")
+    (src / "VERSION").write_text("v")
+    git(src, "init", "-q")
+    git(src, "add", ".")
+    git(src, "commit", "-qm", "one")
+    git(src, "tag", "v1")
+    assert ba.git_state(src)["dirty"] is False and ba.git_state(src)["git_describe"] == "v1"
+    (src / "VERSION").write_text("changed")
+    state = ba.git_state(src)
+    assert state["dirty"] and state["git_describe"] == "v1-dirty"
+    assert ba.git_state(tmp_path / "nowhere")["git_sha"] == "unknown"

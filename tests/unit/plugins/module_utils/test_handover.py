@@ -6,21 +6,24 @@ import json
 import os
 
 import pytest
+from ansible_collections.asgi.deploy.plugins.module_utils import handover as machine_steps
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate
 from ansible_collections.asgi.deploy.plugins.module_utils.handover import Handover, HandoverFailed
 from ansible_collections.asgi.deploy.plugins.module_utils.host import link_target, read_text, swap_link
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import SystemdError
-from fakes import make_release, stage_settings
+from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, make_release, stage_settings
 
 OLD, NEW = "1.0.0-aaaa1111", "2.0.0-bbbb2222"
 S1, S2 = "1" * 32, "2" * 32
 
 
-def machine(app, systemd, clock, release=NEW, settings=S1, **kwargs):
+def machine(app, systemd, clock, release=NEW, settings=S1, run_command=None, **kwargs):
     gate = Gate(systemd, "/readyz", 5, clock=clock, sleep=clock.sleep, get=systemd.get)
+    run_command = run_command or FakeRun()
     return Handover(
-        app, systemd, gate, release, settings, run="run1", actor="ops@laptop", host="web1", clock=clock, **kwargs
-    )
+        app, systemd, gate, release, settings, run_command, run="run1", actor="ops@laptop", host="web1", clock=clock,
+        **kwargs,
+    )  # fmt: skip
 
 
 def audit(app):
@@ -369,23 +372,22 @@ def test_an_unknown_strategy_is_refused(app, systemd, clock):
         machine(app, systemd, clock, strategy="yolo")
 
 
-class HookRun:
-    """systemd-run, as far as a hook sees it: records the command line, exits with ``rc``."""
-
-    def __init__(self, rc):
-        self.rc, self.argv = rc, None
-
-    def __call__(self, argv, **kwargs):
-        self.argv = argv
-        return type("Result", (), {"returncode": self.rc, "stdout": "smoke: GET /health -> 500\n", "stderr": ""})()
+def hook_run(rc):
+    """systemd-run and journalctl, as far as a hook sees them: it exits with ``rc`` and printed one line."""
+    finished = "Finished with result: {}\n".format("success" if rc == 0 else "exit-code")
+    return FakeRun(
+        [(("systemd-run",), (rc, "", finished)), (("journalctl", "--no-pager"), (0, "smoke: GET /health -> 500\n", ""))]
+    )
 
 
 def test_an_after_switch_hook_runs_last_as_part_of_the_gate(live, systemd, clock):
-    app, hook = live, HookRun(0)
+    app, hook = live, hook_run(0)
     result = machine(app, systemd, clock, after_switch="curl -fsS http://127.0.0.1:8000/", run_command=hook).run()
     assert result["result"] == "success" and [step for step, _ in result["steps"]][-2:] == ["stop next", "after switch"]
-    assert hook.argv[-3:] == ["/bin/sh", "-c", "curl -fsS http://127.0.0.1:8000/"]
-    assert "Environment=ASGI_OPERATION=deploy" in hook.argv and f"WorkingDirectory={app.release_dir(NEW)}" in hook.argv
+    [argv] = hook.commands("systemd-run")
+    assert argv[-3:] == ["/bin/sh", "-c", "curl -fsS http://127.0.0.1:8000/"]
+    assert "Environment=ASGI_OPERATION=deploy" in argv and f"WorkingDirectory={app.release_dir(NEW)}" in argv
+    assert "RuntimeMaxSec=600" in argv and argv[argv.index("--unit") + 1] == "asgi-hook-demo-after-switch.service"
     hook_line, handover_line = audit(app)[-2:]
     assert (hook_line["event"], hook_line["hook"], hook_line["result"], hook_line["release"]) == (
         "hook",
@@ -393,13 +395,14 @@ def test_an_after_switch_hook_runs_last_as_part_of_the_gate(live, systemd, clock
         "success",
         NEW,
     )
+    assert "output" not in hook_line  # not marked safe to show
     assert handover_line["result"] == "success"
 
 
 def test_a_failing_after_switch_hook_takes_the_host_back_like_a_failed_gate(live, systemd, clock):
     app = live
     with pytest.raises(HandoverFailed) as failed:
-        machine(app, systemd, clock, after_switch="./smoke-test", run_command=HookRun(1)).run()
+        machine(app, systemd, clock, after_switch="./smoke-test", hook_show_output=True, run_command=hook_run(1)).run()
     assert failed.value.step == "after switch"
     assert "GET /health -> 500" in str(failed.value) and f"back on {OLD}" in str(failed.value)
     assert links(app) == {"current": OLD, "previous": "", "next": OLD}
@@ -409,6 +412,35 @@ def test_a_failing_after_switch_hook_takes_the_host_back_like_a_failed_gate(live
 
 
 def test_no_after_switch_hook_runs_nothing(live, systemd, clock):
-    hook = HookRun(0)
+    hook = hook_run(0)
     machine(live, systemd, clock, run_command=hook).run()
-    assert hook.argv is None
+    assert hook.commands("systemd-run") == []
+
+
+def test_every_step_is_named_once_with_the_instance_a_failure_shows_and_how_to_undo_it():
+    steps = machine_steps.STEPS
+    assert set(steps) == {
+        "install units", "switch current", "start main", "gate main", "prepare next", "start next", "gate next",
+        "restart main", "stop next", "replace sockets", "after switch",
+    }  # fmt: skip
+    assert {name for name, step in steps.items() if step.instance == "next"} == {
+        "prepare next",
+        "start next",
+        "gate next",
+    }
+    assert machine_steps.MAIN in steps["restart main"].undo and machine_steps.NEXT in steps["gate next"].undo
+
+
+def test_unit_files_systemd_has_not_loaded_are_loaded_before_anything_starts(live, systemd, clock):
+    systemd.unit(live.units["socket"])["need_reload"] = True
+    result = machine(live, systemd, clock, release=OLD).run()
+    assert result["change"] == "repair" and any("not loaded" in r for r in result["reasons"])
+    assert systemd.calls[0] == ("daemon-reload",)
+
+
+def test_main_running_other_settings_than_the_marker_is_handed_over_again(live, systemd, clock):
+    with open(live.applied, "w") as stream:
+        stream.write(S2 + "\n")
+    stage_settings(live, S2)
+    result = machine(live, systemd, clock, release=OLD, settings=S2).run()
+    assert result["changed"] and systemd.unit(live.units["main"])["settings"] == S2

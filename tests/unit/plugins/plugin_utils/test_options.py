@@ -69,6 +69,12 @@ def test_good_options_pass():
         ({"service_secrets_via": "environment_file"}, "secret names must match"),
         ({"release_keep": 1}, "at least 2"),
         ({"asgi_lockfile": ""}, "set asgi_lockfile in the inventory"),
+        ({"asgi_app": "billing-next"}, "ends like another app's units"),
+        ({"asgi_app": "billing-probe"}, "ends like another app's units"),
+        ({"service_environment": {"BAD-NAME": "x"}}, "service_environment names must match"),
+        ({"asgi_readiness_headers": {"Bad Header": "x"}}, "HTTP header names"),
+        ({"release_owner": "demo"}, "must not be the service user demo"),
+        ({"asgi_hook_timeout": 0}, "asgi_hook_timeout must be at least 1"),
     ],
 )
 def test_each_bad_option_is_named(change, problem):
@@ -84,7 +90,15 @@ def test_the_settings_digest_follows_the_settings_but_not_the_build_inputs_and_n
     assert base == options.settings_digest({**GOOD, "asgi_lockfile": "other"}, "t1")
     # A hook shapes a run, not what the units run.
     assert base == options.settings_digest({**GOOD, "asgi_before_switch": "python -m app.migrate"}, "t1")
-    assert base != options.settings_digest({**GOOD, "service_secrets": {"db.password": "y"}}, "t1")
+    # The public part names a secret but never depends on its value (each host keys it with the value).
+    named = options.settings_digest({**GOOD, "service_secrets": {"api_token": "y"}}, "t1")
+    assert base != named == options.settings_digest({**GOOD, "service_secrets": {"api_token": "z"}}, "t1")
+
+
+def test_a_removed_option_is_named_with_what_to_do_instead():
+    given = {"release_package_source": "index"}
+    [problem] = options.removed(given.get)
+    assert problem.startswith("release_package_source was removed in 0.2.0") and "--index-url" in problem
 
 
 def test_every_role_spec_loads_and_the_templates_have_a_digest():

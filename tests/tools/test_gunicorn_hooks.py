@@ -1,4 +1,4 @@
-"""The hooks every instance's Gunicorn runs (roles/service/files/asgi_deploy_hooks.py), apart from the
+"""The hooks every instance's Gunicorn runs (roles/service/files/asgi_deploy_gunicorn.py), apart from the
 shutdown fix, which tests/compat runs against real uvicorn releases."""
 
 import importlib.util
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-HOOKS = Path(__file__).resolve().parents[2] / "roles/service/files/asgi_deploy_hooks.py"
+HOOKS = Path(__file__).resolve().parents[2] / "roles/service/files/asgi_deploy_gunicorn.py"
 
 
 @pytest.fixture
 def hooks(monkeypatch):
     for name in ("ASGI_RELEASE_ID", "ASGI_RELEASE_VERSION", "ASGI_RELEASE_MANIFEST", "ASGI_INSTANCE"):
         monkeypatch.delenv(name, raising=False)
-    spec = importlib.util.spec_from_file_location("asgi_deploy_hooks", HOOKS)
+    spec = importlib.util.spec_from_file_location("asgi_deploy_gunicorn", HOOKS)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

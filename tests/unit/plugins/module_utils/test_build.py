@@ -1,0 +1,231 @@
+"""Building a release on a host: the wheelhouse checked, the manifest last, nothing half built left."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+import zipfile
+
+import pytest
+from ansible_collections.asgi.deploy.plugins.module_utils import build
+from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text, swap_link
+from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, make_release
+
+
+def wheelhouse_tar(path, files, sums=None):
+    with tarfile.open(path, "w") as tar:
+        listed = (
+            sums
+            if sums is not None
+            else "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files.items())
+        )
+        for name, data in {**files, "SHA256SUMS": listed.encode()}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_a_wheelhouse_is_unpacked_whole_and_checked(tmp_path):
+    target = tmp_path / "wheels/k1"
+    build.unpack_wheelhouse(wheelhouse_tar(tmp_path / "w.tar", {"a-1.0-py3-none-any.whl": b"wheel"}), str(target))
+    assert sorted(os.listdir(target)) == ["SHA256SUMS", "a-1.0-py3-none-any.whl"]
+    assert [n for n in os.listdir(tmp_path / "wheels") if n.startswith(".")] == []
+
+
+def test_a_corrupt_wheel_in_the_wheelhouse_is_refused_and_nothing_is_left(tmp_path):
+    sums = "%s  a-1.0-py3-none-any.whl\n" % ("0" * 64)
+    with pytest.raises(build.BuildFailed, match="does not match its SHA256SUMS"):
+        build.unpack_wheelhouse(
+            wheelhouse_tar(tmp_path / "w.tar", {"a-1.0-py3-none-any.whl": b"wheel"}, sums), str(tmp_path / "wheels/k1")
+        )
+    assert os.listdir(tmp_path / "wheels") == []
+
+
+def test_a_wheelhouse_member_with_a_path_is_refused(tmp_path):
+    with tarfile.open(tmp_path / "w.tar", "w") as tar:
+        info = tarfile.TarInfo("../evil.whl")
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(build.BuildFailed, match="unexpected member"):
+        build.unpack_wheelhouse(str(tmp_path / "w.tar"), str(tmp_path / "wheels/k1"))
+
+
+def test_uv_comes_out_of_its_wheel(tmp_path):
+    wheel = tmp_path / "uv-0.9.0-py3-none-manylinux_2_17_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("uv-0.9.0.data/scripts/uv", b"#!uv")
+    path = build.install_uv(str(wheel), str(tmp_path / "tools/uv-0.9.0"), "0.9.0")
+    assert read_text(path) == "#!uv" and os.access(path, os.X_OK)
+    assert build.find_wheel(str(tmp_path), "uv") == str(wheel)
+
+
+class Recorder(FakeRun):
+    """systemd-run as a build sees it: records each sandboxed command; ``fail_step`` fails; ``venv`` makes one."""
+
+    def __init__(self, fail_step=None, output=""):
+        super().__init__()
+        self.fail_step, self.output = fail_step, output
+
+    def __call__(self, argv, **kwargs):
+        self.calls.append(list(argv))
+        unit = argv[argv.index("--unit") + 1] if "--unit" in argv else ""
+        if self.fail_step and self.fail_step.replace(" ", "-") in unit:
+            return 1, "", self.output or f"{self.fail_step} failed"
+        if "venv" in argv[:3] or argv[-2:-1] == ["venv"]:
+            os.makedirs(os.path.join(argv[-1], "bin"), exist_ok=True)
+        return 0, "", ""
+
+    def step(self, name):
+        return next(argv for argv in self.calls if f"-{name.replace(' ', '-')}-" in argv[argv.index("--unit") + 1])
+
+
+def builder(app, run, **kwargs):
+    return build.Builder(
+        app, "1.0.0-aaaa1111", {"release_id": "1.0.0-aaaa1111"}, "demo==1.0\n", run, niceness=10, **kwargs
+    )
+
+
+def uv_wheelhouse(tmp_path):
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"app")
+    uv_wheel = tmp_path / "wheels/uv-0.9.0-py3-none-any.whl"
+    uv_wheel.parent.mkdir()
+    with zipfile.ZipFile(uv_wheel, "w") as archive:
+        archive.writestr("uv-0.9.0.data/scripts/uv", b"#!uv")
+    return wheel, uv_wheel.parent
+
+
+def test_a_build_runs_as_the_build_identity_offline_niced_hash_checked_and_the_manifest_comes_last(app, tmp_path):
+    wheel, wheels = uv_wheelhouse(tmp_path)
+    run = Recorder()
+    b = builder(app, run)
+    b.build(str(wheel), str(wheels), uv_version="0.9.0", uid=os.getuid(), gid=os.getgid())
+    assert not os.path.exists(os.path.join(b.dir, "release.json"))
+    install = run.step("install")
+    for prop in ("User=asgi-build", "PrivateNetwork=yes", "ProtectSystem=strict", f"ReadWritePaths={b.dir}", "Nice=10",
+                 "IOSchedulingClass=idle", "Environment=SOURCE_DATE_EPOCH=315532800"):  # fmt: skip
+        assert prop in install, prop
+    assert {"--require-hashes", "--offline", "--no-index", "--compile-bytecode", "--no-config"} <= set(install)
+    assert [argv[argv.index("--unit") + 1].split("-")[3] for argv in run.calls] == ["venv", "install", "check"]
+    b.seal(os.getuid(), os.getgid())
+    b.finish()
+    assert json.loads(read_text(os.path.join(b.dir, "release.json")))["release_id"] == "1.0.0-aaaa1111"
+    assert oct(os.stat(b.dir).st_mode & 0o022) == "0o0"
+
+
+def test_a_failed_install_removes_the_unfinished_release(app, tmp_path):
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"app")
+    b = builder(app, Recorder(fail_step="venv"), installer="pip")
+    with pytest.raises(build.BuildFailed, match="venv failed"):
+        b.build(str(wheel), str(tmp_path), uid=os.getuid(), gid=os.getgid())
+    assert not os.path.exists(b.dir)
+
+
+UNIT = (
+    '[Service]\nUser=demo\nGroup=demo\nEnvironment="SECRET_KEY_FILE=x"\nLoadCredential=k:/etc/x\nStateDirectory=demo\n'
+)
+
+
+def test_the_build_step_has_the_units_environment_but_not_its_user_nor_its_directories(app, tmp_path):
+    run = Recorder()
+    os.makedirs(builder(app, run).dir)
+    builder(app, run).build_step("python -m django collectstatic --noinput", UNIT)
+    argv = run.step("build step")
+    assert "User=asgi-build" in argv and "User=demo" not in argv and "StateDirectory=demo" not in argv
+    assert 'Environment="SECRET_KEY_FILE=x"' in argv and "LoadCredential=k:/etc/x" in argv
+    assert argv[-3:] == ["/bin/sh", "-c", "python -m django collectstatic --noinput"]
+
+
+def test_the_import_check_runs_as_the_unit_runs_it(app):
+    run = Recorder()
+    builder(app, run).import_check("demo_app.main", UNIT)
+    argv = run.calls[0]
+    assert "User=demo" in argv and "StateDirectory=demo" in argv and 'Environment="SECRET_KEY_FILE=x"' in argv
+    assert argv[-1] == "demo_app.main" and "--pipe" in argv
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('{"kind": "settings", "error": "KeyError: environment variable DATABASE_URL is not set"}',
+         "failed in the app's settings: KeyError: environment variable DATABASE_URL is not set"),
+        ('{"kind": "code", "error": "ModuleNotFoundError: No module named \'x\'"}',
+         "failed in the app's code: ModuleNotFoundError: No module named 'x'"),
+    ],
+)  # fmt: skip
+def test_a_failed_import_check_says_whether_the_code_or_the_settings_failed_exception_first(app, line, says):
+    run = Recorder(
+        fail_step="import check",
+        output=f"Traceback (most recent call last):\n  File x\nasgi.deploy import check: {line}\n",
+    )
+    with pytest.raises(build.BuildFailed) as failed:
+        builder(app, run).import_check("demo_app.main", UNIT)
+    assert str(failed.value).startswith(f"importing demo_app.main {says}")
+
+
+def test_the_import_check_program_tells_settings_from_code(tmp_path):
+    (tmp_path / "needs_env.py").write_text("import os\nURL = os.environ['DATABASE_URL']\n")
+    (tmp_path / "broken.py").write_text("import nonexistent_module_xyz\n")
+    (tmp_path / "typo.py").write_text("CONFIG = {}\nVALUE = CONFIG['key']\n")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path)}
+    import subprocess
+
+    def verdict(module):
+        done = subprocess.run(
+            [sys.executable, "-c", build.IMPORT_CHECK, module], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 3
+        return build.import_failure(module, done.stderr)
+
+    assert "failed in the app's settings: KeyError: environment variable DATABASE_URL is not set" in verdict(
+        "needs_env"
+    )
+    assert "failed in the app's code: ModuleNotFoundError" in verdict("broken")
+    assert "failed in the app's code: KeyError" in verdict("typo")  # a dict of its own, not the environment
+
+
+def test_the_tree_digest_covers_every_files_path_mode_and_content(tmp_path):
+    (tmp_path / "a").write_text("one")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d/b").write_text("two")
+    os.symlink("a", tmp_path / "link")
+    digest, lines = build.tree_digest(str(tmp_path))
+    assert [line.split()[-1] for line in lines] == ["a", "link", "d/b"]
+    (tmp_path / "d/b").write_text("twO")
+    assert build.tree_digest(str(tmp_path))[0] != digest
+    (tmp_path / "d/b").write_text("two")
+    os.chmod(tmp_path / "a", 0o600)
+    assert build.tree_digest(str(tmp_path))[0] != digest
+
+
+def test_prune_keeps_the_newest_and_every_linked_release_and_drops_unfinished_ones(app):
+    for day in range(1, 6):
+        make_release(app, f"{day}.0-x", built_at=f"2026-11-0{day}T00:00:00Z", key=f"k{day}")
+    make_release(app, "6.0-partial", finished=False)
+    swap_link(app.link("current"), "1.0-x")
+    swap_link(app.link("next"), "2.0-x")
+    for key in ("k1", "k2", "k3", "k4", "k5", "old"):
+        os.makedirs(os.path.join(app.wheels, key))
+    assert build.prune(app, 2, dry_run=True)["removed"] == ["3.0-x", "6.0-partial"]
+    assert os.path.isdir(os.path.join(app.releases, "3.0-x"))
+    result = build.prune(app, 2)
+    assert result["kept"] == ["1.0-x", "2.0-x", "4.0-x", "5.0-x"]
+    assert result["wheelhouses_removed"] == ["k3", "old"]
+    assert sorted(os.listdir(app.releases)) == ["1.0-x", "2.0-x", "4.0-x", "5.0-x"]
+
+
+def test_the_service_user_is_created_once(monkeypatch):
+    run = FakeRun()
+    import grp
+    import pwd
+
+    monkeypatch.setattr(grp, "getgrnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
+    assert build.ensure_user(run, "demo", "demo", "demo (asgi.deploy)")
+    assert [argv[0] for argv in run.calls] == ["groupadd", "useradd"]
+    assert "/usr/sbin/nologin" in run.calls[1]

@@ -1,0 +1,43 @@
+"""The systemctl calls the modules make (the faults scenario runs them against real systemd)."""
+
+import pytest
+from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd, SystemdError
+from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun
+
+
+@pytest.fixture
+def run():
+    broken = (lambda argv: "broken.service" in argv, (1, "", "Job for broken.service canceled."))
+    return FakeRun([broken])
+
+
+def test_a_stop_for_good_queues_jobs_nothing_may_replace(run):
+    Systemd(run).stop_for_good("demo.socket", "demo-probe.socket", "demo.service")
+    assert run.calls == [
+        ["systemctl", "stop", "--job-mode=replace-irreversibly", "demo.socket", "demo-probe.socket", "demo.service"]
+    ]
+
+
+def test_a_cancelled_job_is_an_error_that_names_it(run):
+    with pytest.raises(SystemdError, match=r"Job for broken\.service canceled"):
+        Systemd(run).restart("broken.service")
+
+
+def test_reset_failed_and_disable_tolerate_units_that_are_not_there(run):
+    Systemd(run).reset_failed("broken.service")
+    Systemd(run).disable("broken.service")
+    assert [argv[1] for argv in run.calls] == ["reset-failed", "disable"]
+
+
+def test_show_reads_the_properties_a_run_decides_on(run):
+    run.on(("systemctl", "show"), (0, "Id=demo.service\nMainPID=42\nNRestarts=1\nNeedDaemonReload=yes\n", ""))
+    props = Systemd(run).show("demo.service")
+    assert (props["MainPID"], props["NRestarts"], props["NeedDaemonReload"]) == (42, 1, "yes")
+    assert "NeedDaemonReload" in run.calls[0][-1]
+
+
+def test_running_lists_only_units_that_are_not_dead(run):
+    listing = "asgi-hook-demo-before-switch.service loaded active running x\n"
+    listing += "asgi-hook-demo-x.service loaded inactive dead y\n"
+    run.on(("systemctl", "list-units"), (0, listing, ""))
+    assert Systemd(run).running("asgi-hook-demo-*") == ["asgi-hook-demo-before-switch.service"]

@@ -1,0 +1,192 @@
+"""The modules as Ansible runs them: arguments in, JSON out, check mode honoured."""
+
+from __future__ import annotations
+
+import functools
+import grp
+import json
+import os
+import sys
+
+import pytest
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.asgi.deploy.plugins.module_utils import locking
+from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate
+from ansible_collections.asgi.deploy.plugins.module_utils.host import App, link_target, read_text
+from ansible_collections.asgi.deploy.plugins.modules import handover, hook, lock, release, settings, state
+from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, FakeSystemd, make_release, stage_settings
+
+OLD, NEW = "1.0.0-aaaa1111", "2.0.0-bbbb2222"
+
+
+@pytest.fixture
+def commands(monkeypatch):
+    """Every program a module runs (AnsibleModule.run_command), answered by a fake."""
+    fake = FakeRun()
+    monkeypatch.setattr(AnsibleModule, "run_command", lambda self, argv, **kwargs: fake(argv, **kwargs))
+    return fake
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch, app, commands):
+    """Point every module at the test's directories and systemd model; the handover runs in-process."""
+    fake = FakeSystemd(app)
+    bound = functools.partial(App, config_dir=app.config.rsplit("/", 1)[0], unit_dir=app.unit_dir, run_dir=app.run_dir)
+    for module in (handover, hook, lock, release, settings, state):
+        monkeypatch.setattr(module, "App", bound, raising=False)
+        monkeypatch.setattr(module, "Systemd", lambda run: fake, raising=False)
+    monkeypatch.setattr(handover, "detached", lambda work: work())
+    return fake
+
+
+def run(module, capsys, **args):
+    with patch_module_args(args), pytest.raises(SystemExit) as exited:
+        module.main()
+    out = json.loads(capsys.readouterr().out)
+    out["rc"] = exited.value.code
+    return out
+
+
+def base(app):
+    return {"app": "demo", "base_dir": os.path.dirname(app.root)}
+
+
+def locked(app, run_id="r1"):
+    locking.take(app, run_id, actor="ops")
+
+
+def test_state_reads_the_host_and_assesses_it(app, host, capsys):
+    result = run(state, capsys, **base(app), release=NEW, settings="s", python="/nonexistent")
+    assert result["rc"] == 1 and "does not run on this host" in result["msg"]
+    result = run(state, capsys, **base(app), release=NEW, settings="s", python=sys.executable)
+    assert result["rc"] == 0 and result["changed"] is False
+    assert result["assessment"]["reasons"] == ["first deploy"] and result["assessment"]["needed"]
+    assert result["space"]["fits"]
+    result = run(state, capsys, **base(app), release=NEW, settings="s", python=sys.executable, min_free_mb=10**9)
+    assert result["rc"] == 1 and "does not fit" in result["msg"] and "release_keep" in result["msg"]
+    keyed = run(
+        state,
+        capsys,
+        **base(app),
+        release=NEW,
+        settings_public="p",
+        secrets={"k": "s3cr3t-value"},
+        python=sys.executable,
+    )
+    assert keyed["settings_id"] == "" and keyed["assessment"]["needed"]
+    assert "s3cr3t-value" not in json.dumps(keyed)  # secrets are never shown
+
+
+def test_lock_takes_refuses_takes_over_a_named_run_and_releases(app, host, capsys):
+    taken = run(lock, capsys, **base(app), run="r1", actor="ops", python="/nonexistent", settings_public="p")
+    assert taken["changed"] and taken["host_state"]["lock"]["run"] == "r1" and len(taken["settings_id"]) == 32
+    held = run(lock, capsys, **base(app), run="r2")
+    assert held["rc"] == 1 and "deploy lock held by run r1 by ops" in held["msg"]
+    checked = run(lock, capsys, **base(app), run="r2", _ansible_check_mode=True)
+    assert checked["rc"] == 1
+    over = run(lock, capsys, **base(app), run="r2", take_over="r1", python="/nonexistent")
+    assert over["changed"] and over["forced"] and over["holder"]["run"] == "r1"
+    released = run(lock, capsys, **base(app), run="r2", state="absent")
+    assert released["changed"] and not os.path.exists(app.lock)
+
+
+def test_lock_waits_for_or_stops_a_hook_a_dead_run_left_running(app, host, capsys, monkeypatch):
+    host.transient.append("asgi-hook-demo-before-switch.service")
+    busy = run(lock, capsys, **base(app), run="r1", python="/nonexistent", hook_wait=0)
+    assert busy["rc"] == 1 and "hooks of an earlier run are still running" in busy["msg"]
+    locking.unlock(app, "r1")
+    stopped = run(lock, capsys, **base(app), run="r1", python="/nonexistent", stop_hooks=True)
+    assert stopped["hooks_stopped"] == ["asgi-hook-demo-before-switch.service"] and host.transient == []
+
+
+def test_settings_stages_a_set_for_the_run_holding_the_lock_only(app, host, capsys, monkeypatch):
+    monkeypatch.setattr(settings, "ensure_user", lambda *a, **k: False)
+    files = {"gunicorn.conf.py": {"content": "workers = 2\n"}}
+    group = grp.getgrgid(os.getgid()).gr_name
+    args = {**base(app), "digest": "a" * 32, "files": files, "user": "demo", "group": group, "run": "r1"}
+    checked = run(settings, capsys, **args, _ansible_check_mode=True)
+    assert checked["changed"] and not os.path.exists(app.settings_root)
+    refused = run(settings, capsys, **args, verify=False)
+    assert refused["rc"] == 1 and "does not hold the deploy lock" in refused["msg"]
+    locked(app)
+    staged = run(settings, capsys, **args, verify=False)
+    assert staged["changed"] and staged["path"].endswith("a" * 32)
+    assert run(settings, capsys, **args, verify=False)["changed"] is False
+    bad = run(settings, capsys, **{**args, "digest": "b" * 32, "files": {"x.py": {"content": "("}}}, verify=False)
+    assert bad["rc"] == 1 and "not valid" in bad["msg"]
+
+
+def test_handover_switches_reports_steps_and_fails_with_step_check_and_journal(app, host, capsys, monkeypatch):
+    make_release(app, OLD)
+    make_release(app, NEW)
+    stage_settings(app, "1" * 32)
+    monkeypatch.setattr(handover, "Gate", functools.partial(Gate, get=host.get, sleep=lambda s: None))
+    args = {**base(app), "settings": "1" * 32, "readiness_timeout": 1, "run": "r1"}
+    refused = run(handover, capsys, **args, release=OLD)
+    assert refused["rc"] == 1 and refused["check"] == "lock"
+    locked(app)
+    first = run(handover, capsys, **args, release=OLD)
+    assert first["rc"] == 0 and first["strategy"] == "initial"
+    checked = run(handover, capsys, **args, release=NEW, _ansible_check_mode=True)
+    assert checked["changed"] and checked["change"] == "release" and link_target(app.link("current")) == OLD
+    assert checked["reasons"] == [f"release {OLD} -> {NEW}"]
+    host.broken.add(NEW)
+    failed = run(handover, capsys, **args, release=NEW)
+    assert failed["rc"] == 1 and failed["step"] == "gate next" and failed["check"] == "start"
+    assert failed["journal"] == ["journal of demo-next.service"] and failed["result"] == "reverted"
+    host.broken.clear()
+    done = run(handover, capsys, **args, release=NEW, unlock=True)
+    assert done["rc"] == 0 and [s for s, _ in done["steps"]][-1] == "stop next" and done["unlocked"]
+    locked(app, "r2")
+    assert run(handover, capsys, **{**args, "run": "r2"}, release=NEW)["changed"] is False
+
+
+def test_release_in_check_mode_reports_a_build_and_refuses_a_small_keep_or_the_service_user_as_owner(app, host, capsys):
+    args = {**base(app), "release_id": NEW, "user": "demo", "group": "demo", "run": "r1", "uv_version": "0.9.0"}
+    checked = run(release, capsys, **args, _ansible_check_mode=True)
+    assert checked["changed"] and checked["built"]
+    small = run(release, capsys, **args, keep=1)
+    assert small["rc"] == 1 and "at least 2" in small["msg"]
+    owned = run(release, capsys, **args, owner="demo")
+    assert owned["rc"] == 1 and "must not be the service user" in owned["msg"]
+
+
+def test_release_never_rebuilds_a_finished_release_and_can_switch_to_it(app, host, capsys, monkeypatch):
+    make_release(app, OLD)
+    make_release(app, NEW)
+    monkeypatch.setattr(release, "ensure_user", lambda *a, **k: False)
+    args = {**base(app), "release_id": NEW, "user": "demo", "group": "demo", "run": "r1", "uv_version": "0.9.0"}
+    assert run(release, capsys, **args)["rc"] == 1  # not locked
+    locked(app)
+    result = run(release, capsys, **args, switch=True)
+    assert result["rc"] == 0 and result["built"] is False and result["changed"]
+    assert link_target(app.link("current")) == NEW
+    assert read_text(os.path.join(app.release_dir(NEW), "release.json"))
+
+
+def test_hook_runs_as_the_app_is_audited_and_fails_with_the_output_when_safe_to_show(app, host, capsys, commands):
+    make_release(app, NEW)
+    stage_settings(app, "1" * 32)
+    commands.on(
+        lambda argv: argv[0] == "systemd-run" and argv[-1] != "true", (4, "", "Finished with result: exit-code")
+    )
+    commands.on(("journalctl", "--no-pager"), (0, "migrating\nno such table\n", ""))
+    args = {
+        **base(app),
+        "name": "before_switch",
+        "release": NEW,
+        "settings": "1" * 32,
+        "operation": "rollback",
+        "run": "r1",
+    }
+    checked = run(hook, capsys, **args, command="true", _ansible_check_mode=True)
+    assert checked["changed"] and not commands.commands("systemd-run")
+    locked(app)
+    done = run(hook, capsys, **args, command="true")
+    assert done["rc"] == 0 and done["result"] == "success"
+    assert "Environment=ASGI_OPERATION=rollback" in commands.commands("systemd-run")[-1]
+    failed = run(hook, capsys, **args, command="python -m app.migrate", show_output=True)
+    assert failed["rc"] == 1 and failed["result"] == "failed" and "no such table" in failed["msg"]
+    events = [json.loads(line) for line in read_text(app.audit).splitlines() if '"hook"' in line]
+    assert [e["result"] for e in events] == ["success", "failed"]
