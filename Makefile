@@ -9,6 +9,7 @@ export CONTAINERS_CONF := $(CURDIR)/.config/containers/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export LAB_IMAGE_DEBIAN12 := $(shell images/build.sh --print-tag debian12)
 export LAB_IMAGE_DEBIAN13 := $(shell images/build.sh --print-tag debian13)
+export LAB_IMAGE_POSTGRESQL := $(shell images/build.sh --print-tag debian12-postgresql)
 
 SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 # Scenarios `make test` runs first: the platform before anything built on it.
@@ -27,8 +28,8 @@ $(VENV)/.synced: requirements/uv.txt requirements/dev.txt
 	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(VENV)/bin/python requirements/dev.txt
 	touch $@
 
-images: ## Build the Debian 12 and 13 test images (no-op when the recipe is unchanged)
-	images/build.sh debian12 debian13
+images: ## Build the Debian 12 and 13 test images, and Debian 12 with PostgreSQL (no-op when the recipe is unchanged)
+	images/build.sh debian12 debian13 debian12-postgresql
 
 lock: venv ## Re-resolve the hashed lockfiles from their .in files
 	tools/locks.sh compile
@@ -51,7 +52,7 @@ lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock
 
 unit: venv ## Unit tests: the modules and plugins, the tooling, and the reference app as an installed wheel
 	uv pip install --quiet --no-deps --reinstall-package demo-app --python $(VENV)/bin/python ./app
-	pytest -q tests/unit app/tests examples/notes/tests
+	pytest -q tests/unit tests/tools app/tests examples/notes/tests
 	tools/compat.sh
 
 molecule: venv images ## Every molecule scenario, in order

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the systemd-capable Debian test images with debootstrap + podman import.
 #
-#   images/build.sh [--print-tag] [debian12|debian13 ...]   (default: both)
+#   images/build.sh [--print-tag] [debian12|debian13|debian12-postgresql ...]   (default: all)
+#
+# debian12-postgresql is Debian 12 with Debian's PostgreSQL server: the database
+# host (db1) the example Django site's web hosts share.
 #
 # Each image is tagged with a hash of this recipe, so it is rebuilt only when
 # the recipe changes; an existing tag is a no-op. The Debian mirror is read
@@ -22,9 +25,16 @@ masked_units=(
 
 suite_of() {
   case "$1" in
-    debian12) echo bookworm ;;
+    debian12|debian12-postgresql) echo bookworm ;;
     debian13) echo trixie ;;
-    *) echo "unknown image '$1' (choose debian12 or debian13)" >&2; return 1 ;;
+    *) echo "unknown image '$1' (choose debian12, debian13 or debian12-postgresql)" >&2; return 1 ;;
+  esac
+}
+
+# Debian packages a variant adds to the base image.
+extra_packages_of() {
+  case "$1" in
+    *-postgresql) echo ",postgresql" ;;
   esac
 }
 
@@ -62,7 +72,7 @@ build_one() {
   # shellcheck disable=SC2064  # expand now: the trap must remove this rootfs
   trap "rm -rf '$rootfs'" RETURN
   echo "images: debootstrap $suite into $rootfs"
-  debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$(host_mirror)" \
+  debootstrap --variant=minbase --include="$packages$(extra_packages_of "$name")" "$suite" "$rootfs" "$(host_mirror)" \
     > "$rootfs.log" 2>&1 || { tail -n 30 "$rootfs.log" >&2; return 1; }
   rm -f "$rootfs.log"
 
@@ -119,7 +129,7 @@ UNIT
   echo "images: built $tag in $(( $(date +%s) - started ))s"
   # Images of an older recipe are dead weight once their successor exists.
   podman images --format '{{.Repository}}:{{.Tag}}' "$repo" |
-    grep -E "^$repo:$name-" | grep -vxF "$tag" | xargs -r podman rmi > /dev/null || true
+    grep -E "^$repo:$name-[0-9a-f]{12}$" | grep -vxF "$tag" | xargs -r podman rmi > /dev/null || true
 }
 
 print_tag=false
@@ -130,7 +140,7 @@ for arg in "$@"; do
     *) names+=("$arg") ;;
   esac
 done
-[ ${#names[@]} -gt 0 ] || names=(debian12 debian13)
+[ ${#names[@]} -gt 0 ] || names=(debian12 debian13 debian12-postgresql)
 
 if $print_tag; then
   for name in "${names[@]}"; do suite_of "$name" > /dev/null; tag_of "$name"; done

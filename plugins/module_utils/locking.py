@@ -146,7 +146,7 @@ def _lock_fields(fields):
     return {k: fields[k] for k in ("operation", "version") if k in fields}
 
 
-def unlock(app, run, actor="", host="", force="", now=None):
+def unlock(app, run, actor="", host="", force="", now=None, reason=""):
     """Release the lock if ``run`` holds it; ``force`` names another run to clear (or ``all``).
 
     Returns (changed, holder found)."""
@@ -165,7 +165,8 @@ def unlock(app, run, actor="", host="", force="", now=None):
         audit(app, _event("unlock", run, actor, host), now)
     else:
         scope = "every holder (force_unlock=all)" if force == ALL else "the named run"
-        audit(app, _event("force_unlock", run, actor, host, holder=holder, reason=f"force_unlock: {scope}"), now)
+        why = reason or f"force_unlock: {scope}"
+        audit(app, _event("force_unlock", run, actor, host, holder=holder, reason=why), now)
     return True, holder
 
 

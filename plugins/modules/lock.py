@@ -269,7 +269,8 @@ def main():
         check_mode(module, app)
     if p["state"] == "present":
         present(module, app, Systemd(module.run_command))
-    changed, holder = unlock(app, p["run"], actor=p["actor"], host=p["host"], force=p["force"])
+    reason = p["reason"] if p["reason"] == "dead run" and p["force"] else ""
+    changed, holder = unlock(app, p["run"], actor=p["actor"], host=p["host"], force=p["force"], reason=reason)
     module.exit_json(changed=changed, holder=holder, forced=bool(changed and holder and holder.get("run") != p["run"]))
 
 

@@ -75,7 +75,8 @@ options:
   settings:
     description:
       - The staged settings set whose unit the build step and the import check take the app's environment,
-        credentials, user and sandbox from. Without it, the import check runs as O(user) in a plain sandbox.
+        credentials, user and sandbox from. Without it, the set main runs with; on a host that runs nothing, the import
+        check runs as O(user) in a plain sandbox (an app that reads settings at import then fails it, naming them).
     type: str
     default: ""
   build_command:
@@ -386,12 +387,15 @@ def venv(module, app, made, wheels):
 
 
 def unit_text(module, app):
+    """The unit the build step and the import check take the app's environment from: the settings set given, or
+    (standalone use) the one main runs with, or a plain sandbox as the service user on a host that has none."""
     p = module.params
-    if not p["settings"]:
+    settings = p["settings"] or read_text(app.applied).strip()
+    if not settings:
         return plain_unit(p["user"], p["group"])
-    text = read_text(os.path.join(app.settings_dir(p["settings"]), "units", app.units["next"]), default=None)
+    text = read_text(os.path.join(app.settings_dir(settings), "units", app.units["next"]), default=None)
     if text is None:
-        raise BuildFailed("input", f"settings set {p['settings']} is not staged on this host")
+        raise BuildFailed("input", f"settings set {settings} is not staged on this host")
     return text
 
 

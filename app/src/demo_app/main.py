@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Response
 
 from demo_app.release import version_info
+from demo_app.settings import settings
 
 
 def log_event(event: str, **fields) -> None:
@@ -69,4 +70,9 @@ async def sleep(seconds: float = 1.0) -> dict[str, float]:
 
 @app.get("/")
 async def root() -> dict[str, str]:
-    return {"app": "demo-app", "release_id": app.state.version["release_id"]}
+    return {
+        "app": "demo-app",
+        "release_id": app.state.version["release_id"],
+        "environment": settings.environment,
+        "greeting": settings.greeting,
+    }

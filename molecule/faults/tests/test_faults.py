@@ -353,7 +353,7 @@ def test_settings_that_fail_at_start_are_gated_on_next_and_main_keeps_its_own(lo
     pid_before = main_pid("faults-web1")
     events_before = {name: len(audit(name)) for name in HOSTS}
     with Case(load, "bad settings") as case:
-        result = deploy(playbook, version, service_environment={"DEMO_APP_FAIL_STARTUP": "1"})
+        result = deploy(playbook, version, service_environment={"DEMO_ENVIRONMENT": "lab", "DEMO_APP_FAIL_STARTUP": "1"})
     assert result.returncode != 0
     assert "failed on faults-web1 at gate next" in result.said, result.said[-3000:]
     assert main_pid("faults-web1") == pid_before  # main never restarted
@@ -383,7 +383,7 @@ def test_a_host_restarted_mid_rollout_and_a_forced_rerun_converges(load, playboo
             timeout=120,
             what="faults-web2 booted",
         )
-        converge(playbook, target, force_unlock=True)
+        converge(playbook, target, force_unlock="all")
     assert case.failures("faults-web1") == case.failures("faults-web3") == 0, CASES[case.name]
 
 

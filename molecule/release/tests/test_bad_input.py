@@ -41,6 +41,8 @@ def attempt(playbook, case):
         },
         "unsupported_python": lambda: {"release_supported_pythons": ["3.99"]},
         "bad_version": lambda: {"release_version": "1.0/../../etc"},
+        # The app reads its settings at import, and these hosts have none to give it.
+        "settings_at_import": lambda: {"release_import_check": True},
     }[case]()
     if case == "no_hashes":
         path = Path(extra["asgi_lockfile"])
@@ -63,7 +65,11 @@ def unchanged(host):
         ("no_hashes", r"has requirements without hashes: .*fastapi"),
         ("missing_package", r"starlette"),
         ("unsupported_python", r"runs Python 3\.\d+\.\d+ .*supported: 3\.99"),
-        ("bad_version", r"give -e version=V .*not .{0,3}1\.0/\.\./\.\./etc"),
+        ("bad_version", r"give -e asgi_version=V .*not .{0,3}1\.0/\.\./\.\./etc"),
+        (
+            "settings_at_import",
+            r"importing demo_app\.main failed in the app's settings: ValidationError: environment: Field required",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(host, playbook, unchanged, case, message):
