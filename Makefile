@@ -4,6 +4,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV := $(CURDIR)/.venv
+# The second controller toolchain (ansible-core 2.21 on Python 3.13): sanity, unit tests and the deploy scenario.
+VENV_2_21 := $(CURDIR)/.venv-2.21
+# A Python 3.13 that runs: one pyenv keeps (its shims only run the selected version), or one on PATH.
+PYTHON_3_13 := $(firstword $(foreach p,$(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13),$(shell $(p) -c 'print("$(p)")' 2>/dev/null)))
 export PATH := $(VENV)/bin:$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/.config/containers/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -20,12 +24,18 @@ SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-venv: $(VENV)/.synced ## Install the pinned, hash-checked toolchain into .venv
+venv: $(VENV)/.synced $(VENV_2_21)/.synced ## Install the pinned, hash-checked toolchains into .venv (2.19) and .venv-2.21
 
 $(VENV)/.synced: requirements/uv.txt requirements/dev.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.txt
 	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(VENV)/bin/python requirements/dev.txt
+	touch $@
+
+$(VENV_2_21)/.synced: $(VENV)/.synced requirements/dev-2.21.txt
+	@test -n "$(PYTHON_3_13)" || { echo "venv: the 2.21 toolchain needs python3.13 (PATH or ~/.pyenv)"; exit 2; }
+	test -x $(VENV_2_21)/bin/python || $(VENV)/bin/uv venv --quiet --python $(PYTHON_3_13) $(VENV_2_21)
+	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(VENV_2_21)/bin/python requirements/dev-2.21.txt
 	touch $@
 
 images: ## Build the Debian 12 and 13 test images, and Debian 12 with PostgreSQL (no-op when the recipe is unchanged)

@@ -209,7 +209,9 @@ def test_exec_runs_as_the_app_with_its_credentials_from_the_live_release(runs, p
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     out = result.stdout
     assert "== deploy-web2: exit 0" in out and "deploy-web1:" not in out
-    assert "   polls" in out and "   credential-readable" in out and f"   /srv/polls/releases/{live('deploy-web2')}" in out
+    assert (
+        "   polls" in out and "   credential-readable" in out and f"   /srv/polls/releases/{live('deploy-web2')}" in out
+    )
     events = [json.loads(line) for line in on("deploy-web2").file("/srv/polls/deploys.log").content_string.splitlines()]
     [audited] = [e for e in events if e.get("hook") == "exec"][-1:]
     assert audited["result"] == "success" and "output" not in audited  # the output is the operator's, not the log's

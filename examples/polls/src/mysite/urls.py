@@ -4,7 +4,6 @@ URL configuration for mysite project.
 
 from django.contrib import admin
 from django.urls import include, path
-
 from polls.views import healthz
 
 urlpatterns = [
