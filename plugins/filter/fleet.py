@@ -79,6 +79,15 @@ def exec_lines(hosts, hostvars, key):
     )
 
 
+def canary_verdict(results, canary, threshold=0.05, min_requests=20):
+    """From the traffic module's results (a loop over hosts), the canary's verdict (see fleet.canary_verdict)."""
+    counts = {r["__rollout_item"]: r for r in (results or {}).get("results", []) if "requests" in r}
+    mine = {h: c for h, c in counts.items() if h in canary}
+    return fleet.canary_verdict(
+        mine, {h: c for h, c in counts.items() if h not in canary}, float(threshold), int(min_requests)
+    )
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -95,5 +104,6 @@ class FilterModule:
             "states_of": states_of,
             "take_over": take_over,
             "merged_logs": merged_logs,
+            "canary_verdict": canary_verdict,
             "exec_lines": exec_lines,
         }

@@ -373,7 +373,7 @@ def import_failure(module, output):
 def normalise(venv):
     """What an installer writes that differs from host to host for the same release: uv's cache record (an
     install time). Without it the same release is the same bytes everywhere (see tree_digest)."""
-    for root, _, files in os.walk(venv):
+    for root, _dirs, files in os.walk(venv):
         if root.endswith(".dist-info") and "uv_cache.json" in files:
             os.unlink(os.path.join(root, "uv_cache.json"))
 
@@ -445,7 +445,7 @@ def _entries(directory, hidden=False):
 
 def tree_mb(path):
     total = 0
-    for root, _, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_blocks * 512

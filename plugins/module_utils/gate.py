@@ -123,7 +123,7 @@ class Gate:
             if why:
                 raise GateFailed("start", f"{unit} {why} before it was ready ({last})")
             try:
-                status, _, location = self.get(probe, self.path, headers=self.headers)
+                status, _body, location = self.get(probe, self.path, headers=self.headers)
                 if status in self.accept:
                     break
                 last = f"{self.path} answered HTTP {status}"
@@ -151,7 +151,7 @@ class Gate:
                     "settings", "{} runs settings {!r}, not {!r}".format(unit, applied[:12] or "unknown", settings[:12])
                 )
         if self.check_version:
-            status, body, _ = self.get(probe, "/version", headers=self.headers)
+            status, body, _location = self.get(probe, "/version", headers=self.headers)
             try:
                 reported = json.loads(body).get("release_id") if status == 200 else f"HTTP {status}"
             except (ValueError, AttributeError):

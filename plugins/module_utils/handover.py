@@ -248,7 +248,7 @@ class Handover:
         return result
 
     def reached(self):
-        return [name for name, _ in self.timings] + ([self.step] if self.step else [])
+        return [pair[0] for pair in self.timings] + ([self.step] if self.step else [])
 
     def install_units(self, names):
         changed = [name for name in names if self.set_unit(name)]
@@ -351,7 +351,7 @@ class Handover:
         self.restore(prior, undo, attempt)
         if errors:
             # Main did not come back: leave next serving if it passed its gate, and say so.
-            if GATE_NEXT in [name for name, _ in self.timings]:
+            if GATE_NEXT in [pair[0] for pair in self.timings]:
                 errors.append("{} keeps serving {}".format(self.app.units["next"], self.release))
             return "; ".join(errors)
         units, systemd = self.app.units, self.systemd

@@ -70,7 +70,7 @@ def run_hook(
         raise HookFailed(f"hook {name}: release {release} is not built on this host", {"hook": name})
     token = secrets.token_hex(8)
     began = clock()
-    rc, _, err = run(hook_argv(app, name, release_dir, unit, command, extra_env, timeout_s, token))
+    rc, _out, err = run(hook_argv(app, name, release_dir, unit, command, extra_env, timeout_s, token))
     finished = FINISHED.search(err or "")
     outcome = finished.group(1) if finished else ("success" if rc == 0 else "failed")
     summary = {

@@ -217,7 +217,7 @@ def python_info(run, python):
     """Version and platform of the interpreter releases are built with ({} when it does not run)."""
     if not os.access(python, os.X_OK):
         return {}
-    rc, out, _ = run([python, "-I", "-c", PYTHON_PROBE])
+    rc, out, _err = run([python, "-I", "-c", PYTHON_PROBE])
     try:
         return json.loads(out) if rc == 0 else {}
     except ValueError:
@@ -259,12 +259,19 @@ def read_audit(app, last=0):
 
 
 def deploy_history(app, last=50):
-    """The releases this host was deployed to, oldest first: ``[{time, to}]`` of its successful deploys (the
-    rotated log too), what a rollback without a version steps back through."""
+    """The releases this host was deployed to and kept, oldest first: ``[{time, to}]`` of its successful deploys
+    (the rotated log too) that no revert of the same run took back - what a rollback without a version steps
+    back through."""
     lines = read_text(app.audit + ".1").splitlines() + read_text(app.audit).splitlines()
-    records = parse_audit(lines)[0]
-    deploys = [r for r in records if r.get("event") == "deploy" and r.get("result") == "success" and r.get("to")]
-    return [{"time": r.get("time", ""), "to": r["to"]} for r in deploys][-last:]
+    history = []
+    for record in parse_audit(lines)[0]:
+        if record.get("result") != "success" or not record.get("to"):
+            continue
+        if record.get("event") == "deploy":
+            history.append({"time": record.get("time", ""), "to": record["to"], "run": record.get("run", "")})
+        elif record.get("event") == "revert" and history and history[-1]["run"] == record.get("run"):
+            history.pop()
+    return [{"time": h["time"], "to": h["to"]} for h in history][-last:]
 
 
 def parse_audit(lines):

@@ -54,7 +54,7 @@ def check_files(files):
 def same_set(directory, files):
     """True when ``directory`` holds exactly ``files`` with the same contents."""
     present = set()
-    for root, _, names in os.walk(directory):
+    for root, _dirs, names in os.walk(directory):
         for name in names:
             present.add(os.path.relpath(os.path.join(root, name), directory))
     if present != set(files):
@@ -225,7 +225,7 @@ def prune(app, keep, also_keep=(), check_mode=False):
         elif os.path.isdir(path):
             sets.append((os.stat(path).st_mtime, name))
     sets.sort(reverse=True)
-    removed += [name for _, name in sets[keep:] if name not in protected]
+    removed += [pair[1] for pair in sets[keep:] if pair[1] not in protected]
     if not check_mode:
         for name in removed:
             remove_tree(os.path.join(app.settings_root, name))

@@ -45,8 +45,12 @@ from ansible_collections.asgi.deploy.plugins.plugin_utils.locks import (
     requirement_lines,
     select,
 )
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+
+try:
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+    from packaging.version import InvalidVersion, Version
+except ImportError:  # locks.read_lock says what is missing, before anything here needs it
+    pass
 
 VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"
 __all__ = ["UVICORN_RANGE", "UVICORN_TESTED", "BadInput", "identify", "wheelhouse"]
@@ -81,7 +85,7 @@ def verify_wheel(wheel: Path) -> None:
             for row in csv.reader(archive.read(records[0]).decode().splitlines()):
                 if not row or not row[1]:
                     continue
-                algorithm, _, expected = row[1].partition("=")
+                algorithm, expected = row[1].split("=", 1)
                 digest = hashlib.new(algorithm, archive.read(row[0])).digest()
                 if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != expected:
                     raise BadInput(f"app wheel {wheel} is corrupt: {row[0]} does not match its RECORD hash")

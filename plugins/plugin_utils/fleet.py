@@ -49,7 +49,7 @@ def fleet_history(states):
         (e.get("time", ""), e.get("to", "")) for s in states.values() for e in s.get("history", []) if e.get("to")
     )
     history = []
-    for _, release in events:
+    for release in [pair[1] for pair in events]:
         if not history or history[-1] != release:
             history.append(release)
     return history
@@ -386,3 +386,25 @@ def exec_lines(results):
         lines.append(f"== {host}: {status}, {r.get('duration_s', '?')} s")
         lines += [f"   {line}" for line in str(r.get("output", "")).splitlines()]
     return lines
+
+
+def canary_verdict(canary, others, threshold=0.05, min_requests=20):
+    """Whether the hosts just switched (``canary``: ``{host: {requests, errors}}``) fail more than the hosts not
+    yet switched (``others``) by more than ``threshold`` (a share of requests): ``{bad, lines}``."""
+
+    def rate(counts):
+        requests = sum(c.get("requests", 0) for c in counts.values())
+        errors = sum(c.get("errors", 0) for c in counts.values())
+        return requests, errors, (errors / requests if requests else 0.0)
+
+    c_req, c_err, c_rate = rate(canary)
+    o_req, o_err, o_rate = rate(others)
+    numbers = (
+        f"canary {', '.join(sorted(canary))}: {c_err} of {c_req} requests failed ({c_rate:.1%}); "
+        f"not yet switched {', '.join(sorted(others)) or 'none'}: {o_err} of {o_req} ({o_rate:.1%})"
+    )
+    if c_req < min_requests:
+        return {"bad": False, "lines": [f"canary check: too few requests to judge ({numbers})"]}
+    bad = c_rate > o_rate + threshold
+    verdict = f"more than {threshold:.0%} above the others: the canary goes back" if bad else "within bounds"
+    return {"bad": bad, "lines": [f"canary check: {numbers}; {verdict}."]}

@@ -18,10 +18,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from packaging.markers import InvalidMarker, Marker
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+try:
+    from packaging.markers import InvalidMarker, Marker
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion, Version
+except ImportError:  # reported where a lock is first read, as a problem of the controller's
+    HAS_PACKAGING = False
+else:
+    HAS_PACKAGING = True
 
 HASH = re.compile(r"--hash[= ]sha256:([0-9a-f]{64})")
 # Lines of a requirements lock that say where the wheels come from: handed to the wheelhouse download.
@@ -172,6 +177,8 @@ def load_pylock(path):
 
 def read_lock(lockfile):
     """{kind, pins, options, pylock}: every package of the lock, whatever the target."""
+    if not HAS_PACKAGING:
+        raise BadInput("the controller's Python lacks the packaging library (pip install packaging): it reads the lock")
     if is_pylock(lockfile):
         pylock = load_pylock(lockfile)
         pins = [_pylock_pin(package, lockfile) for package in pylock.packages if package.directory is None]
@@ -235,7 +242,8 @@ def select(lock, target):
         try:
             chosen = {
                 canonicalize_name(str(p.name))
-                for p, _ in lock["pylock"].select(environment=environment(target), tags=target_tags(target))
+                for p, dist in lock["pylock"].select(environment=environment(target), tags=target_tags(target))
+                if dist is not None
             }
         except Exception as exc:  # packaging's PylockSelectError and friends: say which target
             raise BadInput(f"the pylock.toml has nothing to install for {describe(target)}: {exc}") from None
