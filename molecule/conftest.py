@@ -107,13 +107,14 @@ class Background:
     """An ansible-playbook run the test can watch (its output goes to a file) and SIGKILL, with every process
     it started, by PID."""
 
-    def __init__(self, playbook, extra_vars=None, workdir=None):
+    def __init__(self, playbook, extra_vars=None, workdir=None, prefix=(), config=None):
         ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
         self.log = Path(workdir or ephemeral) / f"background-{time.monotonic_ns()}.log"
-        cmd = ["ansible-playbook", "-i", str(ephemeral / "inventory"), str(playbook)]
+        cmd = [*prefix, "ansible-playbook", "-i", str(ephemeral / "inventory"), str(playbook)]
         if extra_vars:
             cmd += ["-e", json.dumps(extra_vars)]
-        env = {**os.environ, "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"}
+        config = config or ephemeral / "ansible.cfg"
+        env = {**os.environ, "ANSIBLE_CONFIG": str(config), "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"}
         env.pop("ANSIBLE_FORCE_COLOR", None)
         self._out = self.log.open("w")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)

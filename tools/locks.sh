@@ -14,6 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOCKS=(
   "requirements/uv.in requirements/uv.txt 3.11"
   "requirements/dev.in requirements/dev.txt 3.11"
+  "requirements/dev-2.21.in requirements/dev-2.21.txt 3.13"
   # Hosts run 3.11 (Debian 12) and 3.13 (Debian 13): one lock, markers for both.
   "app/requirements.in app/requirements.lock 3.11 --universal"
   "roles/release/files/uv-requirements.in roles/release/files/uv-requirements.txt 3.11 --universal"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# ansible-test sanity on the collection's plugins, for every Python the hosts run.
+# ansible-test sanity on the collection, pylint included, with every controller toolchain this
+# repository tests: ansible-core 2.19 on Python 3.11 (.venv) and 2.21 on Python 3.13 (.venv-2.21).
 #
 #   tools/sanity.sh [ansible-test sanity options...]
+#   SANITY_TOOLCHAINS=".venv" tools/sanity.sh     one toolchain only
 #
 # ansible-test needs the collection at ansible_collections/asgi/deploy/: this
 # copies the tracked (and new, unignored) files there, in a temporary directory
@@ -10,29 +12,25 @@
 # (--venv), never in a container.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+here=$PWD
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root=$work/ansible_collections/asgi/deploy
 mkdir -p "$root"
 git ls-files -z -co --exclude-standard | grep -zv '^\.collections/' | xargs -0 cp --parents -t "$root"
-# ansible-test's pip bootstrap script lives on a host this network cannot reach: seed its cache.
-pip_version=$(python -c 'import re, ansible_test._internal.python_requirements as r, inspect; print(re.search(r"pip=.([0-9.]+)", inspect.getsource(r.get_venv_packages)).group(1))')
-mkdir -p ~/.ansible/test/cache
-cp tools/get-pip-offline.py ~/.ansible/test/cache/"get_pip_${pip_version//./_}.py"
-cd "$root"
 tests=(--test compile --test import --test validate-modules --test ansible-doc --test action-plugin-docs
-  --test no-assert --test shebang --test symlinks --test runtime-metadata --test use-argspec-type-path --test empty-init)
-# An interpreter for each version: on PATH, or one pyenv keeps (its shims only run the selected one).
-interpreter_dir() {  # X.Y
-  local candidate
-  for candidate in "$(command -v "python$1" || true)" "$HOME"/.pyenv/versions/"$1"*/bin/"python$1"; do
-    if [ -x "$candidate" ] && "$candidate" -c '' 2>/dev/null; then dirname "$candidate"; return; fi
-  done
-  echo "sanity: no working python$1 on this machine" >&2
-  return 1
-}
-for python in ${SANITY_PYTHONS:-3.11 3.13}; do
-  echo "== ansible-test sanity, Python $python"
-  dir=$(interpreter_dir "$python")
-  PATH="$dir:$PATH" ansible-test sanity --venv --requirements --python "$python" "${tests[@]}" "$@" plugins/
+  --test no-assert --test shebang --test symlinks --test runtime-metadata --test use-argspec-type-path --test empty-init
+  --test pylint)
+for toolchain in ${SANITY_TOOLCHAINS:-.venv .venv-2.21}; do
+  bin=$here/$toolchain/bin
+  python=$("$bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  core=$("$bin/python" -c 'import ansible.release as r; print(r.__version__)')
+  # ansible-test's pip bootstrap script lives on a host this network cannot reach: seed its cache.
+  pip_version=$("$bin/python" -c 'import re, ansible_test._internal.python_requirements as r, inspect; print(re.search(r"pip=.([0-9.]+)", inspect.getsource(r.get_venv_packages)).group(1))')
+  mkdir -p ~/.ansible/test/cache
+  cp tools/get-pip-offline.py ~/.ansible/test/cache/"get_pip_${pip_version//./_}.py"
+  echo "== ansible-test sanity, ansible-core $core, Python $python"
+  # The collection as it ships (plugins, roles, playbooks) and its unit tests; not the repository's tooling.
+  (cd "$root" && PATH="$bin:$PATH" "$bin/ansible-test" sanity --venv --requirements --python "$python" "${tests[@]}" "$@" \
+    plugins/ roles/ playbooks/ meta/ tests/unit/)
 done

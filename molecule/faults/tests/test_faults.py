@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -353,7 +354,9 @@ def test_settings_that_fail_at_start_are_gated_on_next_and_main_keeps_its_own(lo
     pid_before = main_pid("faults-web1")
     events_before = {name: len(audit(name)) for name in HOSTS}
     with Case(load, "bad settings") as case:
-        result = deploy(playbook, version, service_environment={"DEMO_ENVIRONMENT": "lab", "DEMO_APP_FAIL_STARTUP": "1"})
+        result = deploy(
+            playbook, version, service_environment={"DEMO_ENVIRONMENT": "lab", "DEMO_APP_FAIL_STARTUP": "1"}
+        )
     assert result.returncode != 0
     assert "failed on faults-web1 at gate next" in result.said, result.said[-3000:]
     assert main_pid("faults-web1") == pid_before  # main never restarted
@@ -401,4 +404,238 @@ def test_with_on_failure_revert_a_failing_second_host_takes_the_first_back_too(l
     events = [(e["event"], e.get("result")) for e in audit("faults-web1") if e["event"] in ("deploy", "revert")]
     assert events[-2:] == [("deploy", "success"), ("revert", "success")]
     assert_converged(fleet_version())
+    assert case.failures() == 0, CASES[case.name]
+
+
+# -- 8. many hands: locks, hooks, drift, values, privileges, disk, history ------------
+
+
+def plant_dead_lock(run_id="deadbeef0000"):
+    """A lock of a run of this very controller whose ansible-playbook is gone."""
+    dead = {"run": run_id, "actor": "ops@laptop", "operation": "deploy", "version": "x", "pid": 2**22 + 7}
+    for name in HOSTS:
+        on(name).run_expect([0], "echo %s > /srv/demo/deploy.lock", json.dumps({**dead, "controller_id": controller()}))
+
+
+def test_two_runs_taking_over_one_dead_runs_lock_a_second_apart_exactly_one_goes_on(load, playbook):
+    target = other(fleet_version())
+    plant_dead_lock()
+    with Case(load, "two take-overs of one dead run's lock, 1 s apart") as case:
+        first = Background(DEPLOY, {"version": target, "app_source": source(target)})
+        # The second starts as the first takes the dead run's lock over: both read the dead holder.
+        first.wait_for("TASK [asgi.deploy.rollout : Lock | Lock the first host", timeout=180)
+        second = Background(DEPLOY, {"version": target, "app_source": source(target)})
+        codes = [first.wait(), second.wait()]
+        said = [" ".join(run.output().split()) for run in (first, second)]
+    assert codes == [0, 2], (codes, said[0][-2000:], said[1][-2000:])
+    assert "deploy lock held by run" in said[1] and "Nothing was changed" in said[1], said[1][-3000:]
+    assert_converged(target)
+    taken = [e for name in HOSTS for e in audit(name)[-12:] if e["event"] == "force_unlock"]
+    assert {e["holder"]["run"] for e in taken} == {"deadbeef0000"} and len({e["run"] for e in taken}) == 1, taken
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_a_live_run_in_another_pid_namespace_on_this_controller_is_never_taken_over(load, playbook):
+    version = fleet_version()
+    with Case(load, "a live run in another PID namespace") as case:
+        # Same machine id, boot id and host name: only its PID namespace differs, so its PID means nothing here.
+        inner = Background(
+            DEPLOY,
+            {"version": version, "converge": True, "asgi_before_switch": "sleep 25", "asgi_hook_timeout": 60},
+            prefix=["unshare", "--pid", "--fork", "--mount-proc"],
+        )
+        try:
+            _wait_for(lambda: "Hook | Run the command" in inner.output(), timeout=180, what="the inner run's hook")
+            outer = deploy(playbook, version, converge=True)
+        finally:
+            code = inner.wait(timeout=300)
+    assert outer.returncode != 0 and "deploy lock held by run" in outer.said, outer.said[-3000:]
+    assert code == 0, inner.output()[-3000:]
+    assert not [e for name in HOSTS for e in audit(name)[-20:] if e["event"] == "force_unlock"]
+    assert_converged(version)
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_a_hook_that_hangs_is_stopped_at_its_time_limit_and_the_next_run_starts_at_once(load, playbook):
+    version = fleet_version()
+    before = {name: live(name) for name in HOSTS}
+    with Case(load, "a hook that hangs") as case:
+        began = time.monotonic()
+        hung = deploy(playbook, version, converge=True, asgi_before_switch="sleep 600", asgi_hook_timeout=5)
+        case.note(hung_run_s=round(time.monotonic() - began, 1))
+        assert hung.returncode != 0
+        assert "hook before_switch was stopped at its time limit (5s, asgi_hook_timeout)" in hung.said, hung.said[
+            -3000:
+        ]
+        assert "No host was switched" in hung.said
+        assert {name: live(name) for name in HOSTS} == before
+        for name in HOSTS:
+            assert not on(name).file("/srv/demo/deploy.lock").exists, name
+            assert on(name).run("systemctl is-active asgi-hook-demo-before-switch").stdout.strip() != "active"
+        began = time.monotonic()
+        converge(playbook, version)
+        case.note(next_run_s=round(time.monotonic() - began, 1))
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_a_controller_killed_while_a_migration_runs_never_gets_a_second_migration_beside_it(load, playbook):
+    version = fleet_version()
+    migration = "echo start $(date +%s.%N); sleep 8; echo end $(date +%s.%N)"
+    extra = {"version": version, "converge": True, "asgi_before_switch": migration, "asgi_hook_show_output": True}
+    with Case(load, "a controller killed during a migration") as case:
+        run = Background(DEPLOY, extra)
+        try:
+            _wait_for(
+                lambda: active("faults-web1", "asgi-hook-demo-before-switch.service") == "active",
+                timeout=180,
+                interval=0.05,
+                what="the migration to start",
+            )
+        finally:
+            run.kill()
+        again = deploy(playbook, version, converge=True, asgi_before_switch=migration, asgi_hook_show_output=True)
+    assert again.returncode == 0, again.said[-3000:]
+    spans = []
+    journal = on("faults-web1").run("journalctl -o cat -u asgi-hook-demo-before-switch.service --no-pager").stdout
+    for line in journal.splitlines():
+        if line.startswith(("start ", "end ")):
+            spans.append(float(line.split()[1]))
+    runs = list(zip(spans[-4::2], spans[-3::2], strict=True))  # the killed run's migration, then the next one's
+    assert len(runs) == 2 and runs[0][1] <= runs[1][0], runs  # the second started after the first ended
+    assert_converged(version)
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_drift_is_converged_a_unit_not_loaded_main_on_other_settings_and_percent_values(load, playbook):
+    version = fleet_version()
+    with Case(load, "drift: an unloaded unit, main on other settings, % values") as case:
+        # web1: a unit file edited by hand and never loaded; web2: the marker says other settings than main runs.
+        on("faults-web1").run_expect([0], "echo '# edited by hand' >> /etc/systemd/system/demo.socket")
+        on("faults-web2").run_expect([0], "echo 0123456789abcdef0123456789abcdef > /srv/demo/deployed-settings.sha256")
+        untouched = len(audit("faults-web3"))
+        repaired = deploy(playbook, version)
+        assert repaired.returncode == 0, repaired.said[-3000:]
+
+        def reasons(name):
+            return [e for e in audit(name) if e["event"] == "deploy"][-1].get("reasons", [])
+
+        assert "unit files changed on disk but not loaded: demo.socket" in reasons("faults-web1")
+        assert any("runs settings" in r for r in reasons("faults-web2")), reasons("faults-web2")
+        assert len(audit("faults-web3")) == untouched  # nothing drifted there: no lock, no handover
+        # Values with % reach the app as they were written (systemd would expand %h, refuse p%40ss).
+        values = {"DEMO_ENVIRONMENT": "lab", "DEMO_GREETING": "100% p%40ss %h"}
+        changed = deploy(playbook, version, service_environment=values)
+        assert changed.returncode == 0, changed.said[-3000:]
+        for name in HOSTS:
+            greeting = json.loads(on(name).run("curl -fsS http://127.0.0.1:8000/").stdout)["greeting"]
+            assert greeting == "100% p%40ss %h", name
+        converge(playbook, version)
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_a_dependencys_pth_file_never_runs_as_root_and_a_locks_find_links_line_is_used(load, playbook):
+    with Case(load, "a dependency's .pth file") as case:
+        result = deploy(playbook, "9.5.0", asgi_lockfile=str(SOURCES / "app-9.5.0/requirements.lock"))
+        assert result.returncode == 0, result.said[-3000:]
+        for name in HOSTS:
+            host = on(name)
+            assert not host.file("/root/pth-ran-as-root").exists, name
+            ran = host.run("cat /srv/demo/current/venv/pth-ran-as").stdout.split()
+            builder = host.run("id -u asgi-build").stdout.strip()
+            assert ran and set(ran) == {builder}, (name, ran, builder)  # the build identity, and only it
+        converge(playbook, GOOD[0])
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_two_rollbacks_without_a_version_go_further_back_never_forward(load, playbook):
+    version = fleet_version()
+    with Case(load, "two rollbacks without a version") as case:
+        history = [e["to"] for e in audit("faults-web1") if e["event"] == "deploy" and e.get("result") == "success"]
+        steps = [h for i, h in enumerate(history) if i == 0 or h != history[i - 1]]
+        first = playbook(ROLLBACK)
+        second = playbook(ROLLBACK)
+        case.note(history=steps[-3:])
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    assert live("faults-web1") == steps[-3], (steps, live("faults-web1"))  # two steps back, not a toggle
+    assert "the release deployed before" in first.stdout and "the release deployed before" in second.stdout
+    converge(playbook, version)
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_a_file_system_too_small_is_refused_with_the_numbers_then_fits_once_fewer_releases_are_kept(load, playbook):
+    target = other(fleet_version())
+    web3 = on("faults-web3")  # its /srv is a tmpfs of its own (prepare.yml)
+    kept = int(web3.run("ls /srv/demo/releases | wc -l").stdout)
+    assert kept >= 4, "the cases before leave at least four releases on faults-web3; pruning to two must free two"
+    free = int(web3.run("df -m --output=avail /srv | tail -1").stdout)
+    filler = free - 20
+    web3.run_expect([0], "fallocate -l %sM /srv/filler", str(filler))
+    tight = {"rollout_min_free_mb": 0, "converge": True}
+    with Case(load, "a file system too small for the next release") as case:
+        try:
+            before = {name: live(name) for name in HOSTS}
+            refused = deploy(playbook, target, release_keep=10, **tight)
+            assert refused.returncode != 0
+            assert "does not fit under /srv/demo: it needs about" in refused.said, refused.said[-3000:]
+            assert "release_keep" in refused.said and "Nothing was changed" in refused.said
+            assert {name: live(name) for name in HOSTS} == before
+            assert int(web3.run("ls /srv/demo/releases | wc -l").stdout) == kept
+            fits = deploy(playbook, target, release_keep=2, **tight)
+            assert fits.returncode == 0, fits.said[-3000:]
+            assert int(web3.run("ls /srv/demo/releases | wc -l").stdout) == 2
+        finally:
+            web3.run("rm -f /srv/filler")
+        case.note(kept_before=kept, filler_mb=filler)
+    assert_converged(target)
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_a_canary_that_fails_more_than_the_others_goes_back_and_the_rollout_stops_with_the_numbers(load, playbook):
+    version = fleet_version()
+    canary_path = Load([f"http://127.0.0.1:{port}" for port in PORTS.values()], users=2, rate=40, path="/", timeout=15)
+    with Case(load, "a canary that fails one route") as case, canary_path:
+        result = deploy(
+            playbook,
+            "9.4.0",
+            serial=[1, "100%"],
+            rollout_pause=8,
+            rollout_canary_check=True,
+        )
+        case.note(bad_route=canary_path.window(0, canary_path.now()))
+    assert result.returncode != 0
+    assert "canary check: canary faults-web1:" in result.said and "the canary goes back" in result.said, result.said[
+        -3000:
+    ]
+    assert {live(name).rsplit("-", 1)[0] for name in HOSTS} == {version}  # the canary went back, the rest never moved
+    assert case.failures() == 0, CASES[case.name]  # /version never failed, anywhere
+    bad = canary_path.window(0, canary_path.now(), "127.0.0.1:18101")
+    assert bad["failures"] > 0 and canary_path.window(0, canary_path.now(), "127.0.0.1:18102")["failures"] == 0
+
+
+def test_a_controller_killed_mid_handover_with_ansibles_default_settings_leaves_no_host_half_switched(
+    load, playbook, tmp_path
+):
+    target = other(fleet_version())
+    (tmp_path / "ansible.cfg").write_text("")  # ansible-core's defaults: pipelining off, no ControlPersist of ours
+    with Case(load, "killed mid-handover, default settings") as case:
+        run = Background(DEPLOY, {"version": target, "app_source": source(target)}, config=tmp_path / "ansible.cfg")
+        try:
+            _wait_for(
+                lambda: active("faults-web2", "demo-next.service") == "active",
+                timeout=300,
+                interval=0.05,
+                what="faults-web2's handover",
+            )
+        finally:
+            run.kill()
+        # The host finishes the switch it started: main on the new release, next stopped, current on it.
+        _wait_for(
+            lambda: active("faults-web2", "demo-next.service") != "active" and live("faults-web2").startswith(target),
+            timeout=120,
+            what="faults-web2 to finish its handover on its own",
+        )
+        served = json.loads(on("faults-web2").run("curl -fsS --max-time 10 http://127.0.0.1:8000/version").stdout)
+        assert served["release_id"] == live("faults-web2")
+        converge(playbook, target)
     assert case.failures() == 0, CASES[case.name]

@@ -177,7 +177,7 @@ def test_the_import_check_program_tells_settings_from_code(tmp_path):
 
     def verdict(module):
         done = subprocess.run(
-            [sys.executable, "-c", build.IMPORT_CHECK, module], env=env, capture_output=True, text=True
+            [sys.executable, "-c", build.IMPORT_CHECK, module], env=env, capture_output=True, text=True, check=False
         )
         assert done.returncode == 3
         return build.import_failure(module, done.stderr)
@@ -224,8 +224,11 @@ def test_the_service_user_is_created_once(monkeypatch):
     import grp
     import pwd
 
-    monkeypatch.setattr(grp, "getgrnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
-    monkeypatch.setattr(pwd, "getpwnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
+    def missing(name):
+        raise KeyError(name)
+
+    monkeypatch.setattr(grp, "getgrnam", missing)
+    monkeypatch.setattr(pwd, "getpwnam", missing)
     assert build.ensure_user(run, "demo", "demo", "demo (asgi.deploy)")
     assert [argv[0] for argv in run.calls] == ["groupadd", "useradd"]
     assert "/usr/sbin/nologin" in run.calls[1]

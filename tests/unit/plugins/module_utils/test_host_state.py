@@ -54,6 +54,9 @@ def test_releases_links_lock_and_history_are_read(app, systemd):
     assert state["python"] == {}
     assert state["recent"][-1]["to"] == "9-x"
     assert [h["to"] for h in state["history"]] == [NEW]  # successful deploys only
+    audit(app, {"event": "deploy", "to": "7-x", "result": "success", "run": "canary"})
+    audit(app, {"event": "revert", "to": NEW, "result": "success", "run": "canary"})
+    assert [h["to"] for h in read(app, systemd)["history"]] == [NEW]  # a deploy its own run took back is not history
     assert assess(state, NEW, "abc") == {"first": False, "change": "", "healthy": True, "reasons": [], "needed": False}
     assert assess(state, NEW, "abc", force=True)["reasons"] == ["converge requested"]
     assert assess(state, OLD, "abc")["reasons"] == [f"release {NEW} -> {OLD}"]

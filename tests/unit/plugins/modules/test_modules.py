@@ -137,7 +137,7 @@ def test_handover_switches_reports_steps_and_fails_with_step_check_and_journal(a
     assert failed["journal"] == ["journal of demo-next.service"] and failed["result"] == "reverted"
     host.broken.clear()
     done = run(handover, capsys, **args, release=NEW, unlock=True)
-    assert done["rc"] == 0 and [s for s, _ in done["steps"]][-1] == "stop next" and done["unlocked"]
+    assert done["rc"] == 0 and [pair[0] for pair in done["steps"]][-1] == "stop next" and done["unlocked"]
     locked(app, "r2")
     assert run(handover, capsys, **{**args, "run": "r2"}, release=NEW)["changed"] is False
 
