@@ -1,20 +1,27 @@
-"""A small closed-loop HTTP load: N threads, a fresh connection per request.
+"""Load on loopback for the benchmarks and the molecule scenarios alike: locust, headless.
 
-Each request is recorded (start time, latency, outcome), so any window of the
-run can be summarised afterwards and latency plotted over time. A fresh
-connection per request measures what a deploy promises: no refused connection
-and no accepted connection dropped (keep-alive reuse races with any server
-closing idle connections, which is a client matter, not a deploy's).
+``Load(urls, users, path, rate)`` starts ``locust --headless`` with the collection's locustfile
+(roles/rollout/files/locustfile.py, which asgi.deploy.check uses too): N users,
+a fresh connection per request, every request recorded (start time, latency, outcome, target) so
+any window of the run can be summarised afterwards and latency plotted over time. The seed's CI
+chain (``pytest && locust --headless``) is this: the scenarios run pytest, which runs locust.
 """
 
 from __future__ import annotations
 
-import http.client
-import itertools
-import threading
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
+
+# The collection's own locustfile: asgi.deploy.check loads an app's CI run with it too.
+LOCUSTFILE = Path(__file__).resolve().parents[1] / "roles/rollout/files/locustfile.py"
 
 
 @dataclass
@@ -26,64 +33,78 @@ class Record:
     target: str = ""  # host:port the request went to
 
 
-@dataclass
 class Load:
-    urls: list[str]
-    users: int = 4
-    path: str = "/version"
-    rate: float = 0.0  # requests per second in all; 0 = as fast as the users go
-    timeout: float = 10.0
-    records: list[Record] = field(default_factory=list)
-    marks: dict[str, float] = field(default_factory=dict)
+    """A locust run on ``urls`` for as long as the ``with`` block lasts."""
 
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._targets = itertools.cycle([urlsplit(url) for url in self.urls])
-        self.t0 = 0.0
-
-    def _one(self, target) -> Record:
-        began = time.monotonic()
-        try:
-            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=self.timeout)
-            conn.request("GET", self.path, headers={"Connection": "close"})
-            reply = conn.getresponse()
-            reply.read()
-            conn.close()
-            ok, error = reply.status == 200, "" if reply.status == 200 else f"HTTP {reply.status}"
-        except (OSError, http.client.HTTPException) as exc:
-            # A reply cut short (a host killed mid-response: IncompleteRead) is a failed request, and this
-            # user goes on loading.
-            ok, error = False, type(exc).__name__
-        return Record(began - self.t0, (time.monotonic() - began) * 1000, ok, error, f"{target.hostname}:{target.port}")
-
-    def _user(self) -> None:
-        interval = self.users / self.rate if self.rate else 0.0
-        due = time.monotonic()
-        while not self._stop.is_set():
-            with self._lock:
-                target = next(self._targets)
-            record = self._one(target)
-            with self._lock:
-                self.records.append(record)
-            if interval:
-                # Paced, not bursty: a late request does not make the next ones early.
-                due = max(due + interval, time.monotonic() - interval)
-                self._stop.wait(max(0.0, due - time.monotonic()))
+    def __init__(self, urls, users=4, path="/version", rate=0.0, timeout=10.0):
+        self.urls, self.users, self.path, self.rate, self.timeout = list(urls), users, path, rate, timeout
+        self._records: list[Record] = []
+        self._offset = 0
+        self._stopped = False
+        self.marks: dict[str, float] = {}
+        self.t0 = self.wall0 = 0.0
 
     def __enter__(self) -> Load:
+        self._events = Path(tempfile.mkstemp(prefix="load-", suffix=".jsonl")[1])
+        env = {
+            **os.environ,
+            "LOAD_TARGETS": ",".join(self.urls),
+            "LOAD_PATH": self.path,
+            "LOAD_RATE": str(self.rate),
+            "LOAD_TIMEOUT": str(self.timeout),
+            "LOAD_EVENTS": str(self._events),
+        }
+        argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary"]
+        argv += ["-u", str(self.users), "-r", str(self.users), "--run-time", "3600s", "--stop-timeout", "10"]
         self.t0, self.wall0 = time.monotonic(), time.time()
-        for _ in range(self.users):
-            thread = threading.Thread(target=self._user, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        # locust's log goes to a file: a pipe nobody reads would block it once full.
+        self._log = self._events.with_suffix(".log")
+        with self._log.open("w") as log:
+            self._proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        self._started()
         return self
 
+    def _started(self, within: float = 30.0) -> None:
+        """Wait for the first recorded request: a load that never ran must not read as zero failures."""
+        deadline = time.monotonic() + within
+        while self._events.stat().st_size == 0:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self._proc.kill()
+                self._proc.wait()
+                raise RuntimeError(f"locust recorded no request; its log:\n{self._log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
+        self._stopped = True
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._read()
+        self._events.unlink(missing_ok=True)
+        self._log.unlink(missing_ok=True)
+
+    def _read(self) -> None:
+        with self._events.open() as stream:
+            stream.seek(self._offset)
+            chunk = stream.read()
+        complete, _sep, _rest = chunk.rpartition("\n")
+        if not complete:
+            return
+        self._offset += len(complete) + 1
+        for line in complete.splitlines():
+            r = json.loads(line)
+            self._records.append(Record(r["t"] - self.wall0, r["ms"], r["ok"], r["error"], r["target"]))
+
+    @property
+    def records(self) -> list[Record]:
+        if self._proc.poll() is None:
+            self._read()
+        elif not self._stopped:
+            raise RuntimeError(f"locust exited during the run; its log:\n{self._log.read_text()[-3000:]}")
+        return self._records
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -98,6 +119,8 @@ class Load:
 
 
 def http_ok(url: str, timeout: float = 5.0) -> bool:
+    import http.client
+
     target = urlsplit(url)
     try:
         conn = http.client.HTTPConnection(target.hostname, target.port, timeout=timeout)

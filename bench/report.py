@@ -280,7 +280,17 @@ def render(results: dict) -> str:
             for step in ("empty_playbook", "deploy", "no_change", "rollback"):
                 r = speed[step]
                 ratio = speed.get(f"{step}_over_empty", 1.0 if step == "empty_playbook" else "-")
-                rows.append([hosts, step.replace("_", " "), r["wall_s"], ratio, r["tasks_per_host"], r["s_per_task"]])
+                rows.append(
+                    [
+                        hosts,
+                        step.replace("_", " "),
+                        r["wall_s"],
+                        ratio,
+                        r.get("cpu_s", "-"),
+                        r["tasks_per_host"],
+                        r["s_per_task"],
+                    ]
+                )
         out += [
             "## 4. Deploy speed over SSH",
             "",
@@ -291,10 +301,49 @@ def render(results: dict) -> str:
             "the options checked and the release identified on the controller, one round trip per host, nothing",
             "else; `rollback` goes back one release. Tasks per host is the mean of ok + failed over the hosts.",
             "",
-            table(["hosts", "run", "wall s", "x empty playbook", "tasks per host", "s per task"], rows),
+            table(
+                ["hosts", "run", "wall s", "x empty playbook", "controller CPU s", "tasks per host", "s per task"], rows
+            ),
             "",
             f"First deploy onto {results['first_deploy'].get('hosts', 'all')} empty hosts "
             f"(serial {results['first_deploy'].get('serial', 1)}): {results['first_deploy']['wall_s']} s.",
+            "",
+        ]
+    if "controller_cpu" in results:
+        cpu = results["controller_cpu"]
+        out += [
+            "### The controller's CPU per host",
+            "",
+            "User and system CPU of `ansible-playbook` and every process it started, per host: the difference between",
+            "the two fleet sizes, divided by the hosts between them; `fixed` is what a run costs whatever the fleet's",
+            "size. The app wheel and the wheelhouse, built once per version on the controller, are apart: "
+            f"{cpu['app_wheel_and_wheelhouse_s']} s (a check-mode run). Projected at ansible's default forks (CPU does",
+            "not depend on forks; the wall time of a `serial: 1` deploy grows with the hosts):",
+            "",
+            table(
+                ["run", "per host (s)", "fixed (s)", "100 hosts (s)", "1,000 hosts (s)"],
+                [
+                    [
+                        run.replace("_", " "),
+                        c["per_host_s"],
+                        c["fixed_s"],
+                        c["projected_cpu_s"]["100"],
+                        c["projected_cpu_s"]["1000"],
+                    ]
+                    for run, c in cpu.items()
+                    if isinstance(c, dict)
+                ],
+            ),
+            "",
+        ]
+    if "reproducibility" in results:
+        rep = results["reproducibility"]
+        out += [
+            "### Reproducible releases",
+            "",
+            "Each release's venv tree digest (every file's path, mode and content) on every host that built it: the",
+            f"lowest share of hosts agreeing with the majority is {rep['lowest_rate']} over "
+            f"{len(rep['releases'])} release(s) (1.0: every host of one Python and platform built the same bytes).",
             "",
         ]
     if "growth" in results:

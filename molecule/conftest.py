@@ -10,9 +10,7 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -183,64 +181,6 @@ def http_probe(host):
         return json.loads(cmd.stdout)
 
     return probe
-
-
-class Load:
-    """Continuous locust load on loopback, measured per phase.
-
-    ``with load.phase("deploy_v2"): run_the_playbook()`` records every request
-    made while the block runs; ``load.report`` holds requests, failures and
-    latency percentiles per phase.
-    """
-
-    def __init__(self, targets, workdir, users=4):
-        self.targets, self.workdir, self.users = targets, Path(workdir), users
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.report = {}
-
-    def phase(self, name):
-        return _Phase(self, name)
-
-
-class _Phase:
-    def __init__(self, load, name):
-        self.load, self.name = load, name
-        self.events = load.workdir / f"{name}.jsonl"
-
-    def __enter__(self):
-        self.events.unlink(missing_ok=True)
-        self.events.touch()
-        env = {**os.environ, "LOAD_TARGETS": ",".join(self.load.targets), "LOAD_EVENTS": str(self.events)}
-        cmd = [sys.executable, "-m", "locust", "-f", str(FILES / "locustfile.py"), "--headless", "--only-summary"]
-        cmd += ["-u", str(self.load.users), "-r", str(self.load.users), "--run-time", "900s", "--stop-timeout", "10"]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        # Measure from steady state: wait until every user has been answered.
-        _wait_for(lambda: self._count() >= 20 * self.load.users, timeout=60, what="locust to reach steady load")
-        self.began = time.time()
-        return self
-
-    def _count(self):
-        with self.events.open() as stream:
-            return sum(1 for _ in stream)
-
-    def __exit__(self, *exc):
-        self.ended = time.time()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        rows = [json.loads(line) for line in self.events.read_text().splitlines()]
-        window = [r for r in rows if self.began <= r["t"] <= self.ended]
-        ms = sorted(r["ms"] for r in window)
-        failures = [r for r in window if r["error"]]
-        self.load.report[self.name] = {
-            "requests": len(window),
-            "failures": len(failures),
-            "failure_samples": sorted({r["error"] for r in failures})[:3],
-            "seconds": round(self.ended - self.began, 2),
-            "p50_ms": round(statistics.median(ms), 1) if ms else None,
-            "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 1) if ms else None,
-            "max_ms": round(ms[-1], 1) if ms else None,
-        }
-        return False
 
 
 def pytest_configure(config):

@@ -99,8 +99,8 @@ def results():
     }
     for s in ("handover", "restart"):
         zero[s].update(switch=window, switch_window_s=[1.5, 2.5], switch_max_over_steady_max=1.0)
-    run = {"wall_s": 4.0, "tasks_per_host": 10.0, "s_per_task": 0.4}
-    speed = {"empty_playbook": run, "deploy": run, "no_change": run, "rollback": run}
+    run = {"wall_s": 4.0, "cpu_s": 3.0, "tasks_per_host": 10.0, "s_per_task": 0.4}
+    speed = {"empty_playbook": run, "one_time": run, "deploy": run, "no_change": run, "rollback": run}
     speed.update(no_change_over_empty=1.0, deploy_over_empty=1.0, rollback_over_empty=1.0)
     return {
         "mode": "full",
@@ -123,13 +123,30 @@ def results():
             "pip_over_uv_cold": 10.0,
             "pip_over_uv_warm": 20.0,
         },
-        "deploy_speed": {"1": speed, "3": speed},
-        "growth": {"serial_1": {"1": 10, "3": 30, "9": 90}, "serial_all": {"1": 10, "3": 15, "9": 25}},
+        "deploy_speed": {"3": speed, "9": {**speed, "deploy": {**run, "cpu_s": 9.0}}},
+        "controller_cpu": {
+            "deploy": {"per_host_s": 1.0, "fixed_s": 0.0, "projected_cpu_s": {"100": 100.0, "1000": 1000.0}},
+            "app_wheel_and_wheelhouse_s": 3.0,
+        },
+        "reproducibility": {"releases": {"1.1.0-a": {"hosts": 9, "rate": 1.0}}, "lowest_rate": 1.0},
+        "growth": {"serial_1": {"3": 30, "9": 90}, "serial_all": {"3": 15, "9": 25}},
         "targets": [
             {"target": "handover: failed requests", "value": 0, "limit": "0", "met": True},
             {"target": "rollback of 3 hosts (s)", "value": 40, "limit": "< 30", "met": False},
         ],
     }
+
+
+def test_the_controllers_cpu_per_host_is_the_difference_between_two_fleet_sizes():
+    import run
+
+    speed = {
+        n: {r: {"cpu_s": cpu} for r in ("deploy", "no_change", "rollback")} for n, cpu in (("3", 6.0), ("9", 12.0))
+    }
+    speed["3"]["one_time"] = {"cpu_s": 4.0}
+    cpu = run.cpu_per_host(speed, "3", "9")
+    assert cpu["deploy"] == {"per_host_s": 1.0, "fixed_s": 3.0, "projected_cpu_s": {100: 103.0, 1000: 1003.0}}
+    assert cpu["app_wheel_and_wheelhouse_s"] == 4.0
 
 
 def test_the_report_has_every_section_and_writes_its_plots(tmp_path, monkeypatch):
@@ -156,15 +173,16 @@ def test_the_targets_are_the_issues_numbers_met_or_missed():
 
     data = results()
     speed = data["deploy_speed"]
-    speed["1"] = {**speed["1"], "deploy": {**speed["1"]["deploy"], "tasks_per_host": 21.0}}
+    speed["9"] = {**speed["9"], "deploy": {**speed["9"]["deploy"], "tasks_per_host": 21.0}}
     speed["3"] = {**speed["3"], "rollback_over_empty": 3.5, "no_change_over_empty": 1.1}
-    data["growth"] = {"serial_1": {"1": 10, "3": 30, "9": 90}, "serial_all": {"1": 10, "3": 20, "9": 29}}
+    data["growth"] = {"serial_1": {"3": 30, "9": 90}, "serial_all": {"3": 20, "9": 29}}
     found = {t["target"]: t for t in run.targets(data)}
-    assert not found["tasks per host: new-version deploy (most of 1 and 3 hosts)"]["met"]
-    assert found["tasks per host: rollback (most of 1 and 3 hosts)"]["met"]
+    assert not found["tasks per host: new-version deploy (most of 3 and 9 hosts)"]["met"]
+    assert found["tasks per host: rollback (most of 3 and 9 hosts)"]["met"]
     assert not found["rollback / empty playbook (3 hosts)"]["met"]
-    assert found["no-change deploy / empty playbook (3 hosts)"]["met"]
-    assert found["no-change deploy / empty playbook (1 host)"]["limit"] == "<= 1.2"
+    assert found["no-change deploy / empty playbook (3 hosts)"]["limit"] == "<= 1.2"
+    assert found["controller CPU per host, deploy at 9 hosts"]["met"]
+    assert found["hosts of one Python and platform building one release: same venv digest"]["met"]
     assert found["deploy of 9 hosts / 3 hosts, serial = all"] == {
         "target": "deploy of 9 hosts / 3 hosts, serial = all",
         "value": 1.45,
