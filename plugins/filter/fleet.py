@@ -88,6 +88,14 @@ def canary_verdict(results, canary, threshold=0.05, min_requests=20):
     )
 
 
+def verify_lines(hosts, hostvars, key):
+    return fleet.verify_lines({h: dict(hostvars[h][key]) for h in hosts if key in hostvars[h]})
+
+
+def verify_failed(hosts, hostvars, key):
+    return fleet.verify_failed({h: dict(hostvars[h][key]) for h in hosts if key in hostvars[h]})
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -105,5 +113,7 @@ class FilterModule:
             "take_over": take_over,
             "merged_logs": merged_logs,
             "canary_verdict": canary_verdict,
+            "verify_lines": verify_lines,
+            "verify_failed": verify_failed,
             "exec_lines": exec_lines,
         }

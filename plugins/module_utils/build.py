@@ -203,9 +203,11 @@ def pip_steps(python, release_dir, wheelhouse):
     ]
 
 
-def build_properties(release_dir, niceness):
-    """The build identity's sandbox: unprivileged, offline, writing only inside the release."""
-    properties = [
+def build_properties(release_dir, niceness, host_dir=""):
+    """The build identity's sandbox: unprivileged, offline, writing only inside the release. With ``host_dir``
+    (a rebuild), that directory is what the sandbox sees at the release's path: venvs are not relocatable."""
+    properties = [f"BindPaths={host_dir}:{release_dir}"] if host_dir and host_dir != release_dir else []
+    properties += [
         f"User={BUILD_USER}",
         f"Group={BUILD_USER}",
         f"WorkingDirectory={release_dir}",
@@ -231,11 +233,13 @@ class Builder:
     """Build ``release_id`` under ``app.releases``. ``run`` is ``AnsibleModule.run_command`` (tests: a fake)."""
 
     def __init__(self, app, release_id, manifest, requirements, run, python="/usr/bin/python3", installer="uv",
-                 niceness=10, clock=time.monotonic):  # fmt: skip
+                 niceness=10, clock=time.monotonic, host_dir=""):  # fmt: skip
         self.app, self.release_id, self.manifest, self.requirements = app, release_id, manifest, requirements
         self.run, self.python, self.installer, self.niceness, self.clock = run, python, installer, niceness, clock
         self.timings = {}
-        self.dir = app.release_dir(release_id)
+        # Where the release is built for (its path), and where its files are on this host (a rebuild's scratch).
+        self.path = app.release_dir(release_id)
+        self.dir = host_dir or self.path
 
     def timed(self, step, action, *args):
         began = self.clock()
@@ -247,7 +251,7 @@ class Builder:
     def sandboxed(self, step, argv, properties=()):
         """Run ``argv`` as the build identity in its sandbox; BuildFailed with the output's last lines."""
         unit = unit_name("asgi-build", self.app.name, step, os.getpid())
-        command = systemd_run([*build_properties(self.dir, self.niceness), *properties], argv, unit=unit)
+        command = systemd_run([*build_properties(self.path, self.niceness, self.dir), *properties], argv, unit=unit)
         try:
             return self.timed(step, check, self.run, command, step)
         except CommandFailed as failed:
@@ -258,7 +262,7 @@ class Builder:
         unfinished directory is removed."""
         remove_tree(self.dir)  # the same id without a manifest: a run died half way
         try:
-            os.makedirs(os.path.join(self.dir, "dist"), mode=0o755)
+            os.makedirs(os.path.join(self.dir, "dist"), mode=0o755, exist_ok=True)
             shutil.copy2(app_wheel, os.path.join(self.dir, "dist", os.path.basename(app_wheel)))
             write_atomic(os.path.join(self.dir, "requirements.txt"), self.requirements, 0o644)
             chown_tree(self.dir, uid, gid)
@@ -266,9 +270,9 @@ class Builder:
                 uv = install_uv(
                     find_wheel(wheelhouse_dir, "uv"), os.path.join(self.app.tools, "uv-" + uv_version), uv_version
                 )
-                steps = uv_steps(uv, self.python, self.dir, wheelhouse_dir)
+                steps = uv_steps(uv, self.python, self.path, wheelhouse_dir)
             else:
-                steps = pip_steps(self.python, self.dir, wheelhouse_dir)
+                steps = pip_steps(self.python, self.path, wheelhouse_dir)
             for step, argv in steps:
                 self.sandboxed(step, argv)
             normalise(os.path.join(self.dir, "venv"))
@@ -280,7 +284,7 @@ class Builder:
     def build_step(self, command, unit_text, extra_env=None):
         """The app's own build step (collectstatic, compilemessages): as the build identity, from the release
         with its venv and the unit's environment and credentials, writing only inside the release."""
-        properties = [p for p in as_app(unit_text, self.dir, "build", extra_env) if not p.startswith(NOT_FOR_BUILDS)]
+        properties = [p for p in as_app(unit_text, self.path, "build", extra_env) if not p.startswith(NOT_FOR_BUILDS)]
         self.sandboxed("build step", ["/bin/sh", "-c", command], properties)
 
     def seal(self, uid=0, gid=0):
@@ -376,6 +380,17 @@ def normalise(venv):
     for root, _dirs, files in os.walk(venv):
         if root.endswith(".dist-info") and "uv_cache.json" in files:
             os.unlink(os.path.join(root, "uv_cache.json"))
+
+
+def compare_manifest(recorded, lines):
+    """``{modified, added, missing}`` paths between a recorded manifest and the lines of a tree's digest now."""
+    before = {line.split(" ", 3)[3]: line for line in recorded if line.count(" ") >= 3}
+    now = {line.split(" ", 3)[3]: line for line in lines}
+    return {
+        "modified": sorted(path for path in before.keys() & now.keys() if before[path] != now[path]),
+        "added": sorted(now.keys() - before.keys()),
+        "missing": sorted(before.keys() - now.keys()),
+    }
 
 
 def tree_digest(path, skip=(MANIFEST_FILE,)):

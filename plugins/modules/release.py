@@ -337,6 +337,8 @@ def builder(module, app):
         wheelhouse_key=p["wheelhouse_key"],
         wheelhouse_sha256=sha256_file(sums) if os.path.isfile(sums) else "",
         requirements_sha256=hashlib.sha256(p["requirements"].encode("utf-8")).hexdigest(),
+        # What made the files besides the lock (verify rebuilds with it).
+        build_command=p["build_command"],
     )
     manifest.setdefault("release_id", p["release_id"])
     return Builder(app, p["release_id"], manifest, p["requirements"], module.run_command, python=p["python"],

@@ -162,7 +162,7 @@ def build_app_wheel(source: Path, out: Path) -> Path:
 def git_state(source: Path | None) -> dict:
     """The commit the app source is at, and whether its working tree differs from it (``git describe
     --dirty`` for the source directory only); unknown when the source is not a tracked git checkout."""
-    unknown = {"git_sha": "unknown", "git_describe": "", "dirty": False}
+    unknown = {"git_sha": "unknown", "git_describe": "", "dirty": False, "commit_time": ""}
     if source is None:
         return unknown
 
@@ -175,7 +175,13 @@ def git_state(source: Path | None) -> dict:
         return unknown
     changes = git("status", "--porcelain", "--untracked-files=normal", "--", ".")[1]
     described = git("describe", "--always", "--tags")[1]
-    return {"git_sha": sha, "git_describe": described + ("-dirty" if changes else ""), "dirty": bool(changes)}
+    return {
+        "git_sha": sha,
+        "git_describe": described + ("-dirty" if changes else ""),
+        "dirty": bool(changes),
+        # When the commit was made: a deploy's lead time starts there.
+        "commit_time": git("show", "-s", "--format=%cI", "HEAD")[1],
+    }
 
 
 def deterministic_tar(directory: Path, tarball: Path) -> None:
@@ -324,6 +330,9 @@ def identify(
     later is refused here, before any host changes."""
     import re
 
+    if version is None:  # the app's own version (the CI gate deploys nothing, it checks what the app is)
+        with locked(app_cache(cache_dir, app_name)):
+            version = wheel_metadata(app_wheel(app_cache(cache_dir, app_name), "unversioned", source, wheel))[1]
     if not re.match(VERSION_PATTERN, version):
         raise BadInput(f"version {version!r} is not a valid release version ([0-9A-Za-z.+_-], 64 max)")
     if bool(source) == bool(wheel):

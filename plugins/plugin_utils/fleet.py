@@ -408,3 +408,24 @@ def canary_verdict(canary, others, threshold=0.05, min_requests=20):
     bad = c_rate > o_rate + threshold
     verdict = f"more than {threshold:.0%} above the others: the canary goes back" if bad else "within bounds"
     return {"bad": bad, "lines": [f"canary check: {numbers}; {verdict}."]}
+
+
+def verify_failed(results):
+    """Whether verify found anything, or could not verify, on any host (registered with failed_when: false)."""
+    return any(r.get("findings") or "releases" not in r for r in results.values())
+
+
+def verify_lines(results):
+    """What verify found on each host, or that every release there is as built."""
+    lines = []
+    for host, r in sorted(results.items()):
+        releases = r.get("releases", {})
+        if r.get("findings"):
+            lines += [f"{host}: {finding}" for finding in r["findings"]]
+        elif "releases" not in r:
+            lines.append(f"{host}: {r.get('msg', 'verify failed')}")
+        else:
+            rebuilt = " and rebuilt to the same bytes" if any("reproduced" in v for v in releases.values()) else ""
+            seconds = sum(v.get("seconds", 0) for v in releases.values())
+            lines.append(f"{host}: {len(releases)} release(s) as built{rebuilt} ({seconds:.1f} s)")
+    return lines

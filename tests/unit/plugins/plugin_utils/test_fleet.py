@@ -193,3 +193,14 @@ def test_a_failure_is_lines_with_its_own_words_first_then_the_fleet_then_the_jou
     ]
     planned = fleet.failure_lines("deploy", "plan", {"msg": "deploy: bad input", "problems": ["x (web1)"]})
     assert planned == ["deploy: bad input", "  - x (web1)", "Nothing was changed."]
+
+
+def test_verify_fails_on_a_finding_or_a_host_that_could_not_be_verified():
+    as_built = {"releases": {"1.0.0": {"seconds": 0.5}}, "findings": []}
+    assert not fleet.verify_failed({"web1": as_built, "web2": as_built})
+    found = {"releases": {"1.0.0": {}}, "findings": ["1.0.0: venv/bin/x modified"]}
+    assert fleet.verify_failed({"web1": as_built, "web2": found})
+    # failed_when: false leaves failed false: a host whose module failed has a msg and no releases.
+    assert fleet.verify_failed({"web1": as_built, "web2": {"failed": False, "msg": "no such app"}})
+    assert fleet.verify_lines({"web2": {"failed": False, "msg": "no such app"}}) == ["web2: no such app"]
+    assert fleet.verify_lines({"web2": found}) == ["web2: 1.0.0: venv/bin/x modified"]
