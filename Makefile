@@ -19,7 +19,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 # Scenarios `make test` runs first: the platform before anything built on it.
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
 
-.PHONY: help venv images lock check-locks readmes lint unit molecule bench bench-quick leftovers test scenario lab lab-down demo build clean
+.PHONY: help venv images lock check-locks readmes lint unit playbooks molecule bench bench-quick leftovers test scenario lab lab-down demo build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ unit: venv ## Unit tests: the modules and plugins, the tooling, and the referenc
 	pytest -q tests/unit tests/tools app/tests examples/notes/tests
 	tools/compat.sh
 
+playbooks: venv ## Controller-side playbooks for real: the app's CI gate (check.yml) and the installed collection
+	pytest -q -p no:cacheprovider tests/playbooks
+
 molecule: venv images ## Every molecule scenario, in order
 	mkdir -p build/logs
 	for s in $(SCENARIO_ORDER); do \
@@ -84,7 +87,7 @@ bench-quick: venv images ## CI: handover and restart on one host under load; fai
 leftovers: ## Fail when a test left a process or container behind
 	tools/leftovers.sh
 
-test: lint unit molecule bench-quick ## Everything CI runs (and, last, no test left anything behind)
+test: lint unit playbooks molecule bench-quick ## Everything CI runs (and, last, no test left anything behind)
 	tools/leftovers.sh
 
 scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]

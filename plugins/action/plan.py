@@ -12,6 +12,7 @@ import socket
 import time
 from pathlib import Path
 
+from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
@@ -47,6 +48,8 @@ RUN_INPUTS = {
     "lines": 200,
     "purge": False,
     "rebuild": False,
+    "period": "week",
+    "report": "",
 }
 TRUE = ("1", "true", "yes", "on")
 
@@ -96,12 +99,21 @@ def command_line(operation, run):
         )
     if run["format"] not in ("text", "json"):
         problems.append("-e asgi_format must be text or json")
+    if run["period"] not in ("day", "week"):
+        problems.append("-e asgi_period must be day or week")
     if operation == "exec" and not str(run["cmd"]).strip():
         problems.append("give the command to run: -e asgi_cmd='python -m django showmigrations'")
     for name in ("lock_wait", "timeout", "lines"):
         if not str(run[name]).isdigit():
             problems.append(f"-e asgi_{name} must be a number of {'lines' if name == 'lines' else 'seconds'}")
     return problems
+
+
+def pipelining(task_vars):
+    """Whether this run pipelines module calls (ansible.cfg, ANSIBLE_PIPELINING or ansible_pipelining)."""
+    if "ansible_pipelining" in task_vars:
+        return _bool(task_vars["ansible_pipelining"])
+    return bool(C.config.get_config_value("ANSIBLE_PIPELINING", variables=task_vars))
 
 
 class ActionModule(ActionBase):
@@ -128,13 +140,18 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=f"{operation}: bad input, nothing was changed", problems=problems)
             return result
         result["run"] = run
+        if operation in ("deploy", "rollback") and not pipelining(task_vars):
+            result["warnings"] = [
+                "pipelining is off: every task of this run costs each host an extra round trip (a file copy); turn "
+                "it on in ansible.cfg ([connection] pipelining = True, see the collection's docs/ansible.cfg)"
+            ]
         templates = opts.templates_digest()
         result["settings"] = {host: opts.settings_digest(found, templates) for host, found in per_host.items()}
-        if operation == "deploy":
+        if operation in ("deploy", "check"):
             try:
-                result["artifacts"] = self.artifacts(first, run)
+                result["artifacts"] = self.artifacts(first, run, own_version=operation == "check")
             except BadInput as problem:
-                result.update(failed=True, msg=f"deploy: {problem}", problems=[str(problem), "Nothing was changed."])
+                result.update(failed=True, msg=f"{operation}: the app cannot be shipped", problems=[str(problem)])
                 return result
             result["changed"] = result["artifacts"].pop("changed")
         return result
@@ -193,7 +210,7 @@ class ActionModule(ActionBase):
             problems += opts.check(found, operation)
         return found, problems
 
-    def artifacts(self, options, run):
+    def artifacts(self, options, run, own_version=False):
         source, wheel = options.get("asgi_app_source") or "", options.get("asgi_app_wheel") or ""
         if run["app_wheel"]:
             source, wheel = "", run["app_wheel"]
@@ -204,7 +221,7 @@ class ActionModule(ActionBase):
         build = options.get("asgi_build") or ""
         return identify(
             options["asgi_app"],
-            str(run["version"]),
+            None if own_version and not run["version"] else str(run["version"]),
             Path(options["asgi_lockfile"]),
             Path(TOOLS_LOCK),
             options.get("release_cache_dir") or "~/.cache/asgi.deploy",
