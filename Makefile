@@ -58,12 +58,13 @@ lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock
 	python tools/argument_specs.py check roles
 	python tools/argument_specs.py readme --check roles
 	tools/locks.sh check
-	tools/sanity.sh
+	tools/ansible-test.sh sanity
 
 unit: venv ## Unit tests: the modules and plugins, the tooling, and the reference app as an installed wheel
 	uv pip install --quiet --no-deps --reinstall-package demo-app --python $(VENV)/bin/python ./app
 	pytest -q tests/unit tests/tools app/tests examples/notes/tests
 	tools/compat.sh
+	tools/ansible-test.sh units
 
 playbooks: venv ## Controller-side playbooks for real: the app's CI gate (check.yml) and the installed collection
 	pytest -q -p no:cacheprovider tests/playbooks

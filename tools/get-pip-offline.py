@@ -6,7 +6,7 @@ the interpreter's own ensurepip, then installs what was asked from the package
 index. ansible-test runs pip with no configuration file (PIP_CONFIG_FILE=/dev/null),
 so this first install is told to trust the system's CA bundle; the pip it
 installs (24.2 and later) uses the system trust store by itself from then on.
-tools/sanity.sh puts this file where ansible-test looks for its cached copy.
+tools/ansible-test.sh puts this file where ansible-test looks for its cached copy.
 """
 
 import ensurepip
