@@ -376,10 +376,18 @@ def import_failure(module, output):
 
 def normalise(venv):
     """What an installer writes that differs from host to host for the same release: uv's cache record (an
-    install time). Without it the same release is the same bytes everywhere (see tree_digest)."""
+    install time), and its line in the distribution's RECORD. Without them the same release is the same bytes
+    everywhere (see tree_digest), and RECORD still lists exactly the files installed."""
     for root, _dirs, files in os.walk(venv):
         if root.endswith(".dist-info") and "uv_cache.json" in files:
             os.unlink(os.path.join(root, "uv_cache.json"))
+            record = os.path.join(root, "RECORD")
+            if os.path.isfile(record):
+                entry = os.path.basename(root) + "/uv_cache.json,"
+                with open(record, encoding="utf-8") as stream:
+                    lines = stream.readlines()
+                with open(record, "w", encoding="utf-8") as stream:
+                    stream.writelines(line for line in lines if not line.startswith(entry))
 
 
 def compare_manifest(recorded, lines):

@@ -55,7 +55,8 @@ RETURN = r"""
 releases:
   description:
     - Per release id - C(files) checked, C(modified), C(added) and C(missing) paths, C(interpreter) (still there),
-      C(tree_sha256) recorded and C(seconds) taken; with O(rebuild=true) also C(rebuilt_sha256) and C(reproduced).
+      C(tree_sha256) recorded and C(seconds) taken; with O(rebuild=true) also C(rebuilt_sha256), C(reproduced) and
+      C(rebuilt_differs) (the paths whose bytes differ).
   returned: always
   type: dict
 findings:
@@ -114,7 +115,7 @@ def check_release(app, release_id):
 def rebuild(module, app, release_id):
     """The release built again from what it was built from - wheelhouse, app wheel, requirements, build step
     (with the settings main runs with) - in a scratch directory the sandbox sees at the release's own path; its
-    tree digest."""
+    tree digest and manifest lines."""
     path = app.release_dir(release_id)
     manifest = read_manifest(app, release_id) or {}
     wheels = os.path.join(app.wheels, manifest.get("wheelhouse_key", ""))
@@ -133,7 +134,7 @@ def rebuild(module, app, release_id):
             unit = read_text(os.path.join(app.settings_dir(settings), "units", app.units["next"]))
             made.build_step(manifest["build_command"], unit)
         make_readonly(scratch)
-        return tree_digest(scratch, skip=(MANIFEST_FILE, "release.json"))[0]
+        return tree_digest(scratch, skip=(MANIFEST_FILE, "release.json"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -147,8 +148,10 @@ def findings_of(app, results):
         if not r["interpreter"]:
             findings.append(f"{release_id}: the venv's interpreter is gone")
         if r.get("reproduced") is False:
+            differs = r.get("rebuilt_differs") or []
             findings.append(
-                f"{release_id}: rebuilt from its inputs it is not the same bytes ({r['rebuilt_sha256'][:12]})"
+                f"{release_id}: rebuilt from its inputs it is not the same bytes ({r['rebuilt_sha256'][:12]}): "
+                f"{len(differs)} file(s) differ: {', '.join(differs[:5])}"
             )
     finished = {r["id"] for r in list_releases(app)[0]}
     for link in ("current", "previous"):
@@ -177,10 +180,16 @@ def main():
         results[release_id] = check_release(app, release_id)
         if p["rebuild"]:
             try:
-                results[release_id]["rebuilt_sha256"] = digest = rebuild(module, app, release_id)
+                digest, lines = rebuild(module, app, release_id)
             except BuildFailed as failed:
                 module.fail_json(msg=f"verify: rebuilding {release_id} failed at {failed.step}: {failed}")
-            results[release_id]["reproduced"] = digest == results[release_id]["tree_sha256"]
+            recorded = read_text(os.path.join(app.release_dir(release_id), MANIFEST_FILE)).splitlines()
+            differ = compare_manifest(recorded, lines)
+            results[release_id].update(
+                rebuilt_sha256=digest,
+                reproduced=digest == results[release_id]["tree_sha256"],
+                rebuilt_differs=sorted(differ["modified"] + differ["added"] + differ["missing"]),
+            )
     findings = findings_of(app, results)
     if findings:
         module.fail_json(msg=f"verify: {len(findings)} finding(s) on this host", findings=findings, releases=results)

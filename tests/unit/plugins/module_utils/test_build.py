@@ -232,3 +232,15 @@ def test_the_service_user_is_created_once(monkeypatch):
     assert build.ensure_user(run, "demo", "demo", "demo (asgi.deploy)")
     assert [argv[0] for argv in run.calls] == ["groupadd", "useradd"]
     assert "/usr/sbin/nologin" in run.calls[1]
+
+
+def test_normalise_drops_uv_cache_records_and_their_record_lines_only(tmp_path):
+    info = tmp_path / "venv/lib/python3.11/site-packages/pkg-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "uv_cache.json").write_text('{"timestamp": 1764400000}')
+    (info / "RECORD").write_text(
+        "pkg/__init__.py,sha256=abc,10\npkg-1.0.dist-info/uv_cache.json,sha256=xyz,27\npkg-1.0.dist-info/RECORD,,\n"
+    )
+    build.normalise(str(tmp_path / "venv"))
+    assert not (info / "uv_cache.json").exists()
+    assert (info / "RECORD").read_text() == "pkg/__init__.py,sha256=abc,10\npkg-1.0.dist-info/RECORD,,\n"
