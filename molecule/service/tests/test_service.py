@@ -266,7 +266,7 @@ def test_a_secret_from_the_environment_file_reaches_the_app_byte_for_byte_and_no
     stored = host.file(f"{DEMO_SETTINGS(host)}/secrets.env")
     assert (stored.user, stored.group, stored.mode) == ("root", "root", 0o600)
     assert "molecule-secret-7d1f" not in host.run("ps -eo args").stdout
-    assert environ_of(host, DEMO)["API_TOKEN"] == secret
+    assert environ_of(host, DEMO)["DEMO_API_TOKEN"] == secret
 
 
 def test_a_secret_as_a_credential_reaches_the_service_user_and_stays_out_of_the_unit(host):
