@@ -19,7 +19,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 # Scenarios `make test` runs first: the platform before anything built on it.
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
 
-.PHONY: help venv images lock check-locks readmes lint unit playbooks molecule bench bench-quick leftovers test scenario lab lab-down demo build clean
+.PHONY: help venv images lock check-locks readmes lint unit playbooks molecule molecule-2.21 bench bench-quick leftovers test scenario lab lab-down demo build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,11 @@ molecule: venv images ## Every molecule scenario, in order
 	    || { tools/failure-summary.sh build/logs/molecule-$$s.log; exit 1; }; \
 	done
 
+molecule-2.21: venv images ## The deploy scenario again, with ansible-core 2.21 on Python 3.13 as the controller
+	mkdir -p build/logs
+	COLUMNS=200 PATH=$(VENV_2_21)/bin:$$PATH molecule test -s deploy 2>&1 | tee build/logs/molecule-deploy-2.21.log \
+	  || { tools/failure-summary.sh build/logs/molecule-deploy-2.21.log; exit 1; }
+
 bench: venv images ## Every benchmark (< 20 min): bench/results/latest.json, docs/benchmarks.md and plots
 	@command -v wrk > /dev/null || { echo "bench: needs wrk (apt-get install wrk)"; exit 2; }
 	python bench/run.py
@@ -88,7 +93,7 @@ bench-quick: venv images ## CI: handover and restart on one host under load; fai
 leftovers: ## Fail when a test left a process or container behind
 	tools/leftovers.sh
 
-test: lint unit playbooks molecule bench-quick ## Everything CI runs (and, last, no test left anything behind)
+test: lint unit playbooks molecule molecule-2.21 bench-quick ## Everything CI runs (and, last, no test left anything behind)
 	tools/leftovers.sh
 
 scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
