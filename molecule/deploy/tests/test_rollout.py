@@ -184,8 +184,10 @@ def test_verify_finds_a_one_byte_change_to_a_kept_release_and_nothing_once_it_is
     assert again.returncode == 0, again.stdout[-3000:]
 
 
-def test_verify_with_rebuild_builds_each_release_again_to_the_same_bytes(phases, playbook):
-    rebuilt = playbook(PLAYBOOKS / "verify.yml", {"asgi_rebuild": True}, limit="deploy-web1")
+def test_verify_with_rebuild_builds_each_release_again_to_the_same_bytes(phases, playbook, tmp_path):
+    rebuilt = playbook(
+        PLAYBOOKS / "verify.yml", {"asgi_rebuild": True, "asgi_report": str(tmp_path)}, limit="deploy-web1"
+    )
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
     assert re.search(r"deploy-web1: 3 release\(s\) as built and rebuilt to the same bytes", rebuilt.stdout)
 
