@@ -43,3 +43,39 @@ options:
     type: str
     default: ""
 """
+
+    # A module that reads the host and changes nothing.
+    READ_ONLY = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    description: Reads only.
+  diff_mode:
+    support: none
+    description: Reads only.
+"""
+
+    # How an instance is found ready: the gate of a handover, and the CI gate's (asgi.deploy.check).
+    READINESS = r"""
+options:
+  readiness_path:
+    description: Path that answers an accepted status once an instance can serve.
+    type: str
+    default: /readyz
+  readiness_timeout:
+    description: Seconds an instance gets to become ready.
+    type: int
+    default: 60
+  readiness_headers:
+    description:
+      - Headers the readiness probe sends, for example C(Host) (an app that checks host names answers 400 to one it
+        does not allow; the default is C(localhost)) and C(X-Forwarded-Proto) (an app that redirects to HTTPS).
+    type: dict
+    default: {}
+  readiness_status:
+    description: Statuses that count as ready.
+    type: list
+    elements: int
+    default: [200]
+"""

@@ -18,13 +18,7 @@ description:
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
-attributes:
-  check_mode:
-    support: full
-    description: Reads only.
-  diff_mode:
-    support: none
-    description: Reads only.
+  - asgi.deploy.app.read_only
 """
 
 EXAMPLES = r"""

@@ -21,6 +21,8 @@ description:
     as systemd does (no systemd needed), gates it on its readiness path, then loads it with C(locust --headless) on
     O(paths) and fails when the failure ratio or the p99 latency is above the thresholds, with the numbers.
 author: asgi.deploy maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - asgi.deploy.app.readiness
 options:
   artifacts:
     description: What M(asgi.deploy.plan) identified (RV(asgi.deploy.plan#module:artifacts)).
@@ -62,23 +64,6 @@ options:
     type: str
     choices: [credentials, environment_file]
     default: credentials
-  readiness_path:
-    description: The readiness path.
-    type: str
-    default: /readyz
-  readiness_headers:
-    description: Headers of the readiness probe (and of the load).
-    type: dict
-    default: {}
-  readiness_status:
-    description: Statuses that count as ready.
-    type: list
-    elements: int
-    default: [200]
-  readiness_timeout:
-    description: Seconds the app gets to become ready.
-    type: int
-    default: 60
   paths:
     description: Paths the load requests, in turn.
     type: list

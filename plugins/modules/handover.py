@@ -32,6 +32,7 @@ description:
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
+  - asgi.deploy.app.readiness
   - asgi.deploy.app.run
 options:
   release:
@@ -52,25 +53,6 @@ options:
     type: str
     choices: [deploy, rollback, revert, settings]
     default: deploy
-  readiness_path:
-    description: Path that answers an accepted status once an instance can serve.
-    type: str
-    default: /readyz
-  readiness_timeout:
-    description: Seconds an instance gets to become ready.
-    type: int
-    default: 60
-  readiness_headers:
-    description:
-      - Headers the readiness probe sends, for example C(Host) (an app that checks host names answers 400 to one it
-        does not allow; the default is C(localhost)) and C(X-Forwarded-Proto) (an app that redirects to HTTPS).
-    type: dict
-    default: {}
-  readiness_status:
-    description: Statuses that count as ready.
-    type: list
-    elements: int
-    default: [200]
   check_version:
     description:
       - Also require the app's C(/version) to name the release (C(release_id)).

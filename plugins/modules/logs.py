@@ -18,6 +18,7 @@ description:
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
+  - asgi.deploy.app.read_only
 options:
   since:
     description: What C(journalctl --since) takes - C(-1h), C(today), C(2026-11-29 10:00).
@@ -31,13 +32,6 @@ options:
     description: At most this many entries, the newest.
     type: int
     default: 200
-attributes:
-  check_mode:
-    support: full
-    description: Reads only.
-  diff_mode:
-    support: none
-    description: Reads only.
 """
 
 EXAMPLES = r"""

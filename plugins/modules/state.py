@@ -21,6 +21,7 @@ description:
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
+  - asgi.deploy.app.read_only
 options:
   python:
     description: Interpreter the releases are built with, described in RV(python).
@@ -56,13 +57,6 @@ options:
     description: Free space (MB) a new release needs at least, whatever the estimate; 0 checks nothing.
     type: int
     default: 0
-attributes:
-  check_mode:
-    support: full
-    description: Reads only.
-  diff_mode:
-    support: none
-    description: Reads only.
 """
 
 EXAMPLES = r"""

@@ -20,18 +20,12 @@ description:
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
+  - asgi.deploy.app.read_only
 options:
   seconds:
     description: How far back to count.
     type: int
     default: 60
-attributes:
-  check_mode:
-    support: full
-    description: Reads only.
-  diff_mode:
-    support: none
-    description: Reads only.
 """
 
 EXAMPLES = r"""

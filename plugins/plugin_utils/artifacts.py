@@ -23,6 +23,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -313,6 +314,33 @@ def release_record(cache: Path, release: dict) -> tuple[dict, bool]:
     return release, True
 
 
+def source_state(source, wheel, allow_dirty):
+    """The git state of the app source (exactly one of a source and a wheel); refused when dirty unless allowed."""
+    if bool(source) == bool(wheel):
+        raise BadInput("give exactly one of an app source directory (asgi_app_source) or an app wheel (asgi_app_wheel)")
+    git = git_state(Path(source).resolve() if source else None)
+    if git["dirty"] and not allow_dirty:
+        raise BadInput(
+            f"the app source {source} has changes not committed ({git['git_describe']}): commit them, deploy a clean "
+            "checkout of a tag, or give -e asgi_allow_dirty=true (the release records it as dirty)"
+        )
+    return git
+
+
+def own_version(cache, source, wheel):
+    """The version the app's wheel says it is."""
+    with locked(cache):
+        return wheel_metadata(app_wheel(cache, "unversioned", source, wheel))[1]
+
+
+def check_wheel_version(version, dist_name, app_version):
+    if not same_version(version, app_version):
+        raise BadInput(
+            f"-e asgi_version={version} but the app is {dist_name} {app_version}: deploy version {app_version}, "
+            f"or build the wheel from the source of {version} (a tag), or pass it with -e asgi_app_wheel=..."
+        )
+
+
 def identify(
     app_name: str,
     version: str,
@@ -328,36 +356,20 @@ def identify(
 ) -> dict:
     """The release these inputs make, building the app wheel when needed. Everything a host would refuse
     later is refused here, before any host changes."""
-    import re
-
     if version is None:  # the app's own version (the CI gate deploys nothing, it checks what the app is)
-        with locked(app_cache(cache_dir, app_name)):
-            version = wheel_metadata(app_wheel(app_cache(cache_dir, app_name), "unversioned", source, wheel))[1]
+        version = own_version(app_cache(cache_dir, app_name), source, wheel)
     if not re.match(VERSION_PATTERN, version):
         raise BadInput(f"version {version!r} is not a valid release version ([0-9A-Za-z.+_-], 64 max)")
-    if bool(source) == bool(wheel):
-        raise BadInput("give exactly one of an app source directory (asgi_app_source) or an app wheel (asgi_app_wheel)")
-    git = git_state(Path(source).resolve() if source else None)
-    if git["dirty"] and not allow_dirty:
-        raise BadInput(
-            f"the app source {source} has changes not committed ({git['git_describe']}): commit them, deploy a clean "
-            "checkout of a tag, or give -e asgi_allow_dirty=true (the release records it as dirty)"
-        )
+    git = source_state(source, wheel, allow_dirty)
     cache = app_cache(cache_dir, app_name)
-    given_lock = Path(lockfile)
-    lockfile = export_lock(given_lock, cache)
+    given_lock, lockfile = Path(lockfile), export_lock(Path(lockfile), cache)
     check_server_stack(read_lock(lockfile)["pins"], worker_class, given_lock)
-    tools = read_lock(Path(tools_lockfile))["pins"]
-    lock_sha = sha256_file(lockfile)
+    tools, lock_sha = read_lock(Path(tools_lockfile))["pins"], sha256_file(lockfile)
     with locked(cache):
         wheel = app_wheel(cache, version, source, wheel)
         wheel_sha = sha256_file(wheel)
         dist_name, app_version = wheel_metadata(wheel)
-        if not same_version(version, app_version):
-            raise BadInput(
-                f"-e asgi_version={version} but the app is {dist_name} {app_version}: deploy version {app_version}, "
-                f"or build the wheel from the source of {version} (a tag), or pass it with -e asgi_app_wheel=..."
-            )
+        check_wheel_version(version, dist_name, app_version)
         # The build step makes part of the release: another step, another release.
         release_id = f"{version}-{sha256_text(wheel_sha + lock_sha + build)[:8]}"
         release, changed = release_record(

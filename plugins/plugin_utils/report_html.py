@@ -12,7 +12,7 @@ WIDTH, HEIGHT, PAD = 640, 220, 36
 
 def _bars(title, labels, series):
     """Grouped bars: ``series`` is ``[(name, color, values)]``."""
-    top = max([1, *[v for _, _, values in series for v in values]])
+    top = max([1, *[v for serie in series for v in serie[2]]])
     slot = (WIDTH - 2 * PAD) / max(1, len(labels))
     width = slot * 0.8 / max(1, len(series))
     parts = []
@@ -28,13 +28,13 @@ def _bars(title, labels, series):
             f'<text x="{PAD + i * slot + slot / 2:.1f}" y="{HEIGHT - PAD + 14}" font-size="10" '
             f'text-anchor="middle">{html.escape(label[5:])}</text>'
         )
-    legend = " ".join(f'<tspan fill="{color}">&#9632; {html.escape(name)}</tspan>' for name, color, _ in series)
+    legend = " ".join(f'<tspan fill="{color}">&#9632; {html.escape(name)}</tspan>' for name, color, _values in series)
     return _svg(title, parts, legend, top)
 
 
 def _line(title, labels, values, color):
     points = [(i, v) for i, v in enumerate(values) if v is not None]
-    top = max([1, *[v for _, v in points]])
+    top = max([1, *[value for _index, value in points]])
     step = (WIDTH - 2 * PAD) / max(1, len(labels) - 1)
     coords = [(PAD + i * step, HEIGHT - PAD - (HEIGHT - 2 * PAD) * v / top) for i, v in points]
     parts = [f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'

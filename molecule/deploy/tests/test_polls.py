@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 import testinfra
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-DEPLOY, ROLLBACK, EXEC = (PROJECT / f"playbooks/{name}.yml" for name in ("deploy", "rollback", "exec"))
+DEPLOY, ROLLBACK, EXEC, LOGS = (PROJECT / f"playbooks/{name}.yml" for name in ("deploy", "rollback", "exec", "logs"))
 SOURCES = PROJECT / "build/molecule-deploy"
 REPORT = PROJECT / "build/reports/polls-load.json"
 HOSTS = ["deploy-web1", "deploy-web2", "deploy-web3"]
@@ -225,3 +226,19 @@ def test_the_console_runs_the_apps_python_with_its_settings_non_interactively(ru
     assert shown.rc == 0 and "['localhost', '127.0.0.1']" in shown.stdout, (shown.stdout, shown.stderr)
     who = host.run("asgi-polls id -un")
     assert who.stdout.strip() == "polls", who.stderr
+
+
+def test_logs_merge_every_hosts_journal_in_time_order_with_each_lines_host(runs, playbook):
+    ok(runs["rollback, one step back onto the expanded schema"])
+    # Each Gunicorn master's start line: every host started instances in every phase.
+    result = playbook(LOGS, {**polls("1.0.0"), "asgi_since": "-1h", "asgi_grep": "asgi.deploy start"})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    pattern = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (deploy-web\d) (polls(?:-next)?\.service): (.*)$")
+    shown = [m.groups() for m in map(pattern.match, result.stdout.splitlines()) if m]
+    assert {host for _, host, _, _ in shown} == set(HOSTS), result.stdout[-3000:]
+    assert all("asgi.deploy start" in message for _, _, _, message in shown)
+    times = [t for t, _, _, _ in shown]
+    assert times == sorted(times), "the lines are not in time order"
+    # Interleaved, not host after host: the first host's lines do not all come first.
+    first_hosts = [host for _, host, _, _ in shown]
+    assert first_hosts != sorted(first_hosts), first_hosts
