@@ -91,6 +91,23 @@ def test_every_module_is_documented_in_the_installed_collection(installed):
         assert docs[name]["return"] is not None, f"{name} documents no return values"
 
 
+def test_every_filter_is_documented_in_the_installed_collection(installed):
+    env = {"ANSIBLE_COLLECTIONS_PATH": str(installed)}
+    listed = json.loads(
+        run(["ansible-doc", "-t", "filter", "-l", "asgi.deploy", "--json"], cwd=installed, **env).stdout
+    )
+    exported = set()
+    for path in (PROJECT / "plugins/filter").glob("*.py"):
+        # FilterModule.filters() maps each name to the function of that name.
+        exported |= {
+            name
+            for name, function in re.findall(r'"(\w+)": (\w+)\b', path.read_text().split("def filters(self):")[1])
+            if name == function
+        }
+    assert {name.removeprefix("asgi.deploy.") for name in listed} == exported
+    assert all(listed.values()), [name for name, short in listed.items() if not short]
+
+
 def test_the_execution_environment_definition_builds_a_context_naming_the_collection(tmp_path):
     definition = PROJECT / "docs/ee/execution-environment.yml"
     run(["ansible-builder", "create", "-f", str(definition), "-c", str(tmp_path / "context")], cwd=tmp_path)
