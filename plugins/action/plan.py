@@ -51,18 +51,24 @@ RUN_INPUTS = {
     "period": "week",
     "report": "",
 }
+# Run inputs whose long name is not asgi_<name>.
+PREFIXED = {"on_failure": "rollout_on_failure"}
 TRUE = ("1", "true", "yes", "on")
 
 
 def run_inputs(task_vars, cli):
-    """Each run input from ``asgi_<name>`` (any variable source) or ``<name>`` given with -e."""
+    """Each run input: ``asgi_<name>`` given with -e, else ``<name>`` given with -e, else ``asgi_<name>`` from any
+    other variable source (the inventory, say), else its default. ``on_failure``'s long name is the rollout role's
+    option ``rollout_on_failure`` (``asgi_on_failure`` is the failure notification)."""
     found = {}
     for name, default in RUN_INPUTS.items():
-        prefixed = "asgi_" + name
-        if prefixed in cli or (prefixed in task_vars and name not in ("app_wheel", "app_source")):
-            found[name] = cli.get(prefixed, task_vars.get(prefixed))
+        prefixed = PREFIXED.get(name, "asgi_" + name)
+        if prefixed in cli:
+            found[name] = cli[prefixed]
         elif name in cli:
             found[name] = cli[name]
+        elif prefixed in task_vars and name not in ("app_wheel", "app_source"):
+            found[name] = task_vars[prefixed]
         else:
             found[name] = default
     return found
@@ -92,7 +98,7 @@ def command_line(operation, run):
         problems.append("-e asgi_strategy must be handover or restart")
     problems += check_serial(run["serial"])
     if run["on_failure"] not in ("stop", "revert"):
-        problems.append("-e asgi_on_failure must be stop or revert")
+        problems.append("-e rollout_on_failure (or on_failure) must be stop or revert")
     if str(run["force_unlock"]).lower() in TRUE:
         problems.append(
             "-e asgi_force_unlock names the run whose lock to clear (status.yml shows it), or all; not true"

@@ -1,0 +1,116 @@
+"""The plan's decisions on the controller: where each run input comes from, what the command line may say, and
+each host's options as the inventory, the play and the extra vars give them."""
+
+from __future__ import annotations
+
+import pytest
+from ansible_collections.asgi.deploy.plugins.action import plan
+from ansible_collections.asgi.deploy.plugins.plugin_utils import options as opts
+
+
+def inputs(cli=None, **task_vars):
+    return plan.run_inputs(task_vars, cli or {})
+
+
+def test_a_prefixed_extra_var_beats_the_short_one_which_beats_the_inventory():
+    assert inputs({"asgi_serial": 2, "serial": 3}, asgi_serial=4)["serial"] == 2
+    assert inputs({"serial": 3}, asgi_serial=4)["serial"] == 3
+    assert inputs({}, asgi_serial=4)["serial"] == 4
+    assert inputs({})["serial"] is None
+
+
+def test_an_unprefixed_inventory_variable_never_steers_a_run():
+    # A shared inventory's `version` (another tool's) is not ours: only -e version=... is.
+    assert inputs({}, version="7.7.7")["version"] == ""
+    assert inputs({"version": "1.2.0"}, version="7.7.7")["version"] == "1.2.0"
+
+
+def test_on_failure_is_the_rollout_option_not_the_failure_notification():
+    # asgi_on_failure is the notification command: a role default that must not be read as stop/revert.
+    assert inputs({"on_failure": "revert"}, asgi_on_failure="", rollout_on_failure="stop")["on_failure"] == "revert"
+    assert inputs({"rollout_on_failure": "revert"}, rollout_on_failure="stop")["on_failure"] == "revert"
+    assert inputs({}, asgi_on_failure="tasks:page.yml", rollout_on_failure="stop")["on_failure"] == "stop"
+
+
+def test_the_app_source_and_wheel_come_from_the_command_line_only():
+    # In the inventory, asgi_app_source is the app's option (read by the plan), not a per-run override.
+    assert inputs({}, asgi_app_source="/src/app")["app_source"] == ""
+    assert inputs({"app_source": "/src/app-2"}, asgi_app_source="/src/app")["app_source"] == "/src/app-2"
+
+
+def good_run(**overrides):
+    run = dict(plan.RUN_INPUTS, version="1.4.0", serial=1, strategy="handover", on_failure="stop")
+    return {**run, **overrides}
+
+
+def test_a_good_command_line_has_no_problem():
+    assert plan.command_line("deploy", good_run()) == []
+    assert plan.command_line("rollback", good_run(version="")) == []
+
+
+@pytest.mark.parametrize(
+    ("operation", "overrides", "said"),
+    [
+        ("deploy", {"version": ""}, "give -e asgi_version=V"),
+        ("deploy", {"version": "1.4 beta"}, "not '1.4 beta'"),
+        ("rollback", {"version": "../x"}, "is not a release version"),
+        ("deploy", {"strategy": "blue-green"}, "must be handover or restart"),
+        ("deploy", {"serial": "0"}, "-e asgi_serial must be a number"),
+        ("deploy", {"serial": [1, "25%", "x"]}, "-e asgi_serial must be a number"),
+        ("deploy", {"on_failure": "retry"}, "rollout_on_failure (or on_failure) must be stop or revert"),
+        ("deploy", {"force_unlock": "true"}, "names the run whose lock to clear"),
+        ("status", {"format": "xml"}, "must be text or json"),
+        ("report", {"period": "month"}, "must be day or week"),
+        ("exec", {"cmd": "  "}, "give the command to run"),
+        ("deploy", {"lock_wait": "soon"}, "-e asgi_lock_wait must be a number of seconds"),
+    ],
+)
+def test_each_bad_command_line_input_is_named_with_what_to_give(operation, overrides, said):
+    problems = plan.command_line(operation, good_run(**overrides))
+    assert len(problems) == 1 and said in problems[0], problems
+
+
+def test_a_canary_list_of_batches_is_a_serial():
+    assert plan.check_serial([1, "25%", "100%"]) == []
+    assert plan.check_serial("100%") == [] and plan.check_serial(3) == []
+    assert plan.check_serial([]) != []
+
+
+def test_pipelining_follows_the_host_variable_first():
+    assert plan.pipelining({"ansible_pipelining": "yes"}) is True
+    assert plan.pipelining({"ansible_pipelining": False}) is False
+
+
+class Templar:
+    def template(self, value):
+        return value
+
+
+def host_options(task_vars, host):
+    action = object.__new__(plan.ActionModule)
+    action._templar = Templar()
+    specs = {role: opts.role_spec(role) for role in plan.ROLES}
+    return action.host_options(host, specs, task_vars, "status")
+
+
+def test_each_host_gets_its_own_inventory_values_and_the_play_or_extra_vars_beat_them():
+    hostvars = {
+        "web1": {"asgi_app": "billing", "service_workers": 4, "rollout_pause": 0},
+        "web2": {"asgi_app": "billing", "service_workers": 8, "rollout_pause": 0},
+    }
+    # The task runs for web1: it sees web1's inventory, and an extra var (-e rollout_pause=30) over it.
+    task_vars = {"hostvars": hostvars, "inventory_hostname": "web1", "asgi_app": "billing", "service_workers": 4,
+                 "rollout_pause": 30}  # fmt: skip
+    web1, problems1 = host_options(task_vars, "web1")
+    web2, problems2 = host_options(task_vars, "web2")
+    assert problems1 == problems2 == []
+    assert (web1["service_workers"], web2["service_workers"]) == (4, 8)  # each host's own inventory
+    assert web1["rollout_pause"] == web2["rollout_pause"] == 30  # what outranks the inventory is the same for all
+    assert web2["asgi_base_dir"] == "/srv"  # the spec's default where nothing sets it
+
+
+def test_a_bad_option_on_one_host_is_named_with_its_role():
+    hostvars = {"web1": {"asgi_app": "billing", "service_workers": "many"}}
+    task_vars = {"hostvars": hostvars, "inventory_hostname": "web1", "asgi_app": "billing", "service_workers": "many"}
+    _found, problems = host_options(task_vars, "web1")
+    assert any("service_workers" in p and "(role service)" in p for p in problems), problems
