@@ -219,8 +219,9 @@ class Handover:
         if self.strategy == "handover":
             # Main serves: next drains its last requests (within graceful_timeout) on its own.
             self.do(STOP_NEXT, self.systemd.stop_no_block, units["next"])
-        if self.sockets_changed():
-            self.do(REPLACE_SOCKETS, self.replace_sockets)
+        changed = self.sockets_changed(prior)
+        if changed or self.socket_files_drifted():
+            self.do(REPLACE_SOCKETS, self.replace_sockets, changed)
 
     def failed(self, exc, prior, first, summary, began):
         """Put the host back, audit what happened and say it: the HandoverFailed to raise."""
@@ -312,15 +313,34 @@ class Handover:
         if self.set_unit(self.app.units["main"]):
             self.systemd.daemon_reload()
 
-    def sockets_changed(self):
-        names = (self.app.units["socket"], self.app.units["main_probe"])
-        return [name for name in names if read_text(self.app.unit_path(name), default=None) != self.wanted_unit(name)]
+    def sockets_changed(self, prior):
+        """The sockets this run reconfigures: their unit in the settings set against the one of the set main ran
+        (what the listening socket was started from). A unit file edited by hand is not a new configuration: it
+        is rewritten, and only restarted when the settings change it. Where the old set is unknown, the file on
+        disk stands for it."""
+        ran = prior["main"].get("settings") or prior["settings"]
+        changed = []
+        for name in (self.app.units["socket"], self.app.units["main_probe"]):
+            before = read_text(os.path.join(self.app.settings_dir(ran), "units", name), default=None) if ran else None
+            if before is None:
+                before = read_text(self.app.unit_path(name), default=None)
+            if before != self.wanted_unit(name):
+                changed.append(name)
+        return changed
 
-    def replace_sockets(self):
-        """Listening sockets cannot move under a running service: replace them with a restart."""
+    def socket_files_drifted(self):
+        names = (self.app.units["socket"], self.app.units["main_probe"])
+        return any(read_text(self.app.unit_path(name), default=None) != self.wanted_unit(name) for name in names)
+
+    def replace_sockets(self, changed):
+        """Listening sockets cannot move under a running service: the changed ones are replaced with a restart;
+        files that only drifted are rewritten and loaded."""
         units = self.app.units
-        changed = [name for name in self.sockets_changed() if self.set_unit(name)]
+        for name in (units["socket"], units["main_probe"]):
+            self.set_unit(name)
         self.systemd.daemon_reload()
+        if not changed:
+            return
         # Next, draining since the switch, would keep the old listening socket open: it ends first.
         self.systemd.stop_for_good(units["next"], units["next_probe"])
         # A restart, never a stop then a start: under load a connection starts main during its stop, which

@@ -70,7 +70,14 @@ def step_back(states):
     newest = max(positions)
     if newest == 0:
         raise FleetError(f"{history[0]} is the first release in the fleet's audited history; give -e asgi_version=V")
-    target = history[newest - 1]
+    # A release only some hosts ran (a rollout stopped half way) is no step back for the fleet.
+    everywhere = set.intersection(*({e.get("to") for e in s.get("history", [])} for s in states.values()))
+    earlier = [r for r in history[:newest] if r in everywhere and r != history[newest]]
+    if not earlier:
+        raise FleetError(
+            f"no release before {history[newest]} ran on every host (per their audit logs); give -e asgi_version=V"
+        )
+    target = earlier[-1]
     trail = " -> ".join(history[max(0, newest - 3) : newest + 1])
     return target, f"the release deployed before {history[newest]} ({trail})"
 

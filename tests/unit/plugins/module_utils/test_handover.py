@@ -331,6 +331,21 @@ def test_a_changed_probe_socket_alone_is_replaced_without_closing_the_listening_
     assert not [call for call in restarts if app.units["socket"] in call]
 
 
+def test_a_socket_file_edited_by_hand_is_rewritten_and_loaded_but_the_listening_socket_stays_open(live, systemd, clock):
+    app = live
+    path = app.unit_path(app.units["socket"])
+    wanted = read_text(path)
+    with open(path, "a") as stream:
+        stream.write("# edited by hand\n")
+    systemd.unit(app.units["socket"])["need_reload"] = True
+    result = machine(app, systemd, clock, release=OLD).run()
+    assert result["change"] == "repair"
+    assert read_text(path) == wanted
+    assert systemd.calls.count(("daemon-reload",)) >= 2  # the edit loaded first, then the rewrite
+    assert not [call for call in systemd.calls if call[0] == "restart" and app.units["socket"] in call]
+    assert "replace sockets" in [pair[0] for pair in audit(app)[-1]["steps"]]
+
+
 def test_a_host_left_half_way_by_a_killed_run_is_repaired(live, systemd, clock):
     app = live
     # Killed after next started on NEW and current flipped, before main restarted.

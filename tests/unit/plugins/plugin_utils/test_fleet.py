@@ -58,6 +58,18 @@ def test_a_fleet_a_failed_deploy_left_half_way_goes_back_to_where_the_rest_still
     assert "already there: b" in plan["message"]
 
 
+def test_a_release_only_some_hosts_ran_is_no_step_back_for_the_fleet():
+    # 3-x stopped half way on a (on_failure=stop), then 4-x went everywhere: one step back is 2-x, not 3-x.
+    states = {
+        "a": host("4-x", "3-x", kept=["2-x", "3-x", "4-x"], history=deployed("1-x", "2-x", "3-x", "4-x")),
+        "b": host("4-x", "2-x", kept=["2-x", "3-x", "4-x"], history=[(1, "1-x"), (2, "2-x"), (5, "4-x")]),
+    }
+    assert rollback_plan(states)["target"] == "2-x"
+    newcomer = {**states, "c": host("4-x", kept=["4-x"], history=[(5, "4-x")])}
+    with pytest.raises(FleetError, match="no release before 4-x ran on every host"):
+        rollback_plan(newcomer)
+
+
 def test_a_rollback_with_nothing_earlier_or_no_history_asks_for_a_version():
     with pytest.raises(FleetError, match="first release in the fleet's audited history"):
         rollback_plan({"a": host("1-x", history=deployed("1-x"))})
