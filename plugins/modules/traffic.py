@@ -52,7 +52,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec
 
 # `... "GET /path HTTP/1.1" 503 ...`: the status right after the quoted request line.
-STATUS = re.compile(r'"[A-Z]+ \S+ HTTP/[0-9.]+" (\d{3}) ')
+STATUS = re.compile(r'"[A-Z]+ \S+ HTTP/[0-9.]+" (\d{3})\b')
 
 
 def count(lines):
