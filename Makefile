@@ -18,8 +18,12 @@ export LAB_IMAGE_POSTGRESQL := $(shell images/build.sh --print-tag debian12-post
 SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 # Scenarios `make test` runs first: the platform before anything built on it.
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
+# `make test` runs the scenarios without load beside the checks that need no container, and those under load
+# (zero failed requests on two cores) alone, one after the other.
+QUIET_SCENARIOS := lab release service
+LOAD_SCENARIOS := $(filter-out $(QUIET_SCENARIOS),$(SCENARIO_ORDER))
 
-.PHONY: help venv images lock check-locks readmes lint unit playbooks molecule molecule-2.21 bench bench-quick leftovers test scenario lab lab-down demo build clean
+.PHONY: help venv images lock check-locks readmes lint unit playbooks checks quiet-scenarios molecule molecule-2.21 bench bench-quick leftovers test scenario lab lab-down demo build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,9 +73,9 @@ unit: venv ## Unit tests: the modules and plugins, the tooling, and the referenc
 playbooks: venv ## Controller-side playbooks for real: the app's CI gate (check.yml) and the installed collection
 	pytest -q -p no:cacheprovider tests/playbooks
 
-molecule: venv images ## Every molecule scenario, in order
+molecule: venv images ## Every molecule scenario, in order (RUN="lab deploy" for some)
 	mkdir -p build/logs
-	for s in $(SCENARIO_ORDER); do \
+	for s in $(or $(RUN),$(SCENARIO_ORDER)); do \
 	  echo "== molecule test -s $$s"; \
 	  COLUMNS=200 molecule test -s $$s 2>&1 | tee build/logs/molecule-$$s.log \
 	    || { tools/failure-summary.sh build/logs/molecule-$$s.log; exit 1; }; \
@@ -93,8 +97,19 @@ bench-quick: venv images ## CI: handover and restart on one host under load; fai
 leftovers: ## Fail when a test left a process or container behind
 	tools/leftovers.sh
 
-test: lint unit playbooks molecule molecule-2.21 bench-quick ## Everything CI runs (and, last, no test left anything behind)
+checks: venv ## Everything that needs no container: lint, unit, playbooks (one after the other)
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory playbooks
+
+test: venv ## Everything CI runs: the checks beside the quiet scenarios, then the load scenarios, 2.21, the quick bench
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks quiet-scenarios
+	$(MAKE) --no-print-directory molecule RUN="$(LOAD_SCENARIOS)"
+	$(MAKE) --no-print-directory molecule-2.21 bench-quick
 	tools/leftovers.sh
+
+quiet-scenarios: venv images
+	$(MAKE) --no-print-directory molecule RUN="$(QUIET_SCENARIOS)"
 
 scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
 	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }

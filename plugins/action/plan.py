@@ -56,10 +56,11 @@ PREFIXED = {"on_failure": "rollout_on_failure"}
 TRUE = ("1", "true", "yes", "on")
 
 
-def run_inputs(task_vars, cli):
+def run_inputs(task_vars, cli, template=lambda value: value):
     """Each run input: ``asgi_<name>`` given with -e, else ``<name>`` given with -e, else ``asgi_<name>`` from any
     other variable source (the inventory, say), else its default. ``on_failure``'s long name is the rollout role's
-    option ``rollout_on_failure`` (``asgi_on_failure`` is the failure notification)."""
+    option ``rollout_on_failure`` (``asgi_on_failure`` is the failure notification). Values from variables
+    are templated (``asgi_version: "{{ release_version }}"`` in a play)."""
     found = {}
     for name, default in RUN_INPUTS.items():
         prefixed = PREFIXED.get(name, "asgi_" + name)
@@ -68,7 +69,7 @@ def run_inputs(task_vars, cli):
         elif name in cli:
             found[name] = cli[name]
         elif prefixed in task_vars and name not in ("app_wheel", "app_source"):
-            found[name] = task_vars[prefixed]
+            found[name] = template(task_vars[prefixed])
         else:
             found[name] = default
     return found
@@ -163,7 +164,7 @@ class ActionModule(ActionBase):
         return result
 
     def run_description(self, operation, options, task_vars):
-        run = run_inputs(task_vars, load_extra_vars(self._loader))
+        run = run_inputs(task_vars, load_extra_vars(self._loader), self._templar.template)
         defaults = {"serial": "100%" if operation == "rollback" else 1}
         run["serial"] = run["serial"] if run["serial"] is not None else defaults.get("serial", 1)
         run["strategy"] = str(run["strategy"] or options.get("rollout_strategy") or "handover")

@@ -19,6 +19,11 @@ def test_a_prefixed_extra_var_beats_the_short_one_which_beats_the_inventory():
     assert inputs({})["serial"] is None
 
 
+def test_a_run_input_from_a_variable_is_templated():
+    found = plan.run_inputs({"asgi_version": "{{ v }}"}, {}, template=lambda value: value.replace("{{ v }}", "2.1.0"))
+    assert found["version"] == "2.1.0"
+
+
 def test_an_unprefixed_inventory_variable_never_steers_a_run():
     # A shared inventory's `version` (another tool's) is not ours: only -e version=... is.
     assert inputs({}, version="7.7.7")["version"] == ""
