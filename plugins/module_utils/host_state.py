@@ -141,6 +141,13 @@ def drift(state):
     return found + state["interrupted"]
 
 
+def release_needed(state, release, switch=False):
+    """Whether the release role alone (no units) has work here: ``release`` is not finished on the host, or
+    ``switch`` asks for ``current`` to point at it and it does not."""
+    built = release in {r["id"] for r in state.get("kept", [])}
+    return not built or (switch and state.get("current") != release)
+
+
 def assess(state, release, settings="", force=False):
     """The one answer to "does this host need a change to run ``release`` with ``settings``, and why?".
 

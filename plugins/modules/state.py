@@ -49,6 +49,11 @@ options:
     description: Count the host as needing a change even when it runs O(release) with the settings.
     type: bool
     default: false
+  switch:
+    description:
+      - For RV(release_needed) - whether C(current) is to point at O(release) (the release role's C(release_switch)).
+    type: bool
+    default: false
   keep:
     description: Finished releases kept (C(release_keep)); what pruning to it frees counts as space for the next one.
     type: int
@@ -195,6 +200,10 @@ interrupted:
   returned: always
   type: list
   elements: str
+release_needed:
+  description: Whether O(release) is not finished on the host, or (with O(switch)) C(current) does not point at it.
+  returned: when O(release) is given and the host's Python runs
+  type: bool
 assessment:
   description:
     - Whether the host needs a change to run O(release) - C(needed), C(first) (nothing runs here yet), C(change)
@@ -212,7 +221,12 @@ space:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.build import space
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec
-from ansible_collections.asgi.deploy.plugins.module_utils.host_state import NEW_SETTINGS, assess, read_state
+from ansible_collections.asgi.deploy.plugins.module_utils.host_state import (
+    NEW_SETTINGS,
+    assess,
+    read_state,
+    release_needed,
+)
 from ansible_collections.asgi.deploy.plugins.module_utils.settings import settings_id
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 
@@ -223,6 +237,7 @@ ARGUMENT_SPEC = app_argument_spec(
     settings_public=dict(type="str", default=""),
     secrets=dict(type="dict", default={}, no_log=True),
     converge=dict(type="bool", default=False),
+    switch=dict(type="bool", default=False),
     keep=dict(type="int", default=5),
     min_free_mb=dict(type="int", default=0),
 )
@@ -243,6 +258,7 @@ def main():
     if not p["release"]:
         module.exit_json(changed=False, **state)
     state["assessment"] = assess(state, p["release"], wanted, p["converge"])
+    state["release_needed"] = release_needed(state, p["release"], p["switch"])
     if not state["python"]:
         module.fail_json(msg="{} does not run on this host (asgi_python)".format(p["python"]), **state)
     lock = state.get("lock") or {}

@@ -8,7 +8,7 @@ import sys
 import pytest
 from ansible_collections.asgi.deploy.plugins.module_utils import locking
 from ansible_collections.asgi.deploy.plugins.module_utils.host import Busy, audit, host_flock, swap_link
-from ansible_collections.asgi.deploy.plugins.module_utils.host_state import assess, read_state
+from ansible_collections.asgi.deploy.plugins.module_utils.host_state import assess, read_state, release_needed
 from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, make_release
 
 OLD, NEW = "1.0.0-aaaa1111", "2.0.0-bbbb2222"
@@ -133,3 +133,11 @@ def test_one_build_hook_or_handover_at_a_time_and_the_state_names_the_running_on
     assert read(app, systemd)["busy"] == ""
     systemd.transient.append("asgi-hook-demo-before-switch.service")
     assert read(app, systemd)["hooks_running"] == ["asgi-hook-demo-before-switch.service"]
+
+
+def test_the_release_role_has_work_only_where_the_release_is_missing_or_not_yet_current():
+    state = {"kept": [{"id": "1.0.0-a"}, {"id": "2.0.0-b"}], "current": "1.0.0-a"}
+    assert release_needed(state, "3.0.0-c")
+    assert not release_needed(state, "2.0.0-b")
+    assert release_needed(state, "2.0.0-b", switch=True)
+    assert not release_needed(state, "1.0.0-a", switch=True)
