@@ -303,7 +303,7 @@ class Builder:
         rc, out, err = self.run(argv)
         self.timings["import check"] = round(self.clock() - began, 2)
         if rc != 0:
-            raise BuildFailed("import check", import_failure(module, (out or "") + (err or "")))
+            raise BuildFailed("import check", import_failure(module, (out or "") + (err or ""), rc, unit))
 
     def finish(self):
         """From this moment the release exists."""
@@ -356,8 +356,14 @@ except BaseException as exc:
 """
 
 
-def import_failure(module, output):
-    """The import check's failure, the exception first: the app's settings or its code."""
+def import_failure(module, output, rc=1, unit=""):
+    """The import check's failure, the exception first: the app's settings or its code; or that the check itself
+    could not start (systemd's exit codes, 200 and up, say so with no output)."""
+    if not output.strip() and rc >= 200:
+        return (
+            f"the import check of {module} could not start (systemd exit code {rc}, see systemd.exec(5)); "
+            f"its journal: journalctl -u {unit}"
+        )
     verdict = {}
     for line in reversed(output.splitlines()):
         if line.startswith(IMPORT_PROBE):

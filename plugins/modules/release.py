@@ -255,9 +255,16 @@ def ids(name, group):
 
 
 def plain_unit(user, group):
-    """The unit a release is imported under when no settings set is given (standalone use)."""
+    """The unit a release is imported under when no settings set is given (standalone use): as the service user,
+    or - before the service role made it - as a transient user systemd allocates (never as root)."""
     sandbox = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes")
-    return "\n".join(["[Service]", f"User={user}", f"Group={group}", *sandbox]) + "\n"
+    try:
+        pwd.getpwnam(user)
+        grp.getgrnam(group)
+        identity = [f"User={user}", f"Group={group}"]
+    except KeyError:
+        identity = ["DynamicUser=yes"]
+    return "\n".join(["[Service]", *identity, *sandbox]) + "\n"
 
 
 def main():
@@ -328,14 +335,12 @@ def builder(module, app):
     if not host_python:
         raise BuildFailed("python", "{} does not run".format(p["python"]))
     wheels = os.path.join(app.wheels, p["wheelhouse_key"])
-    sums = os.path.join(wheels, "SHA256SUMS")
     manifest = dict(p["manifest"])
     manifest.update(
         python=host_python.get("full", ""),
         machine=host_python.get("machine", ""),
         installer=p["installer"],
         wheelhouse_key=p["wheelhouse_key"],
-        wheelhouse_sha256=sha256_file(sums) if os.path.isfile(sums) else "",
         requirements_sha256=hashlib.sha256(p["requirements"].encode("utf-8")).hexdigest(),
         # What made the files besides the lock (verify rebuilds with it).
         build_command=p["build_command"],
@@ -412,6 +417,8 @@ def finish(module, made, marker):
             "static", f"the build step left no directory {p['static_dir']} in the release (asgi_static_dir)"
         )
     made.seal(*ids(p["owner"], p["owner_group"]))
+    # The wheelhouse is on the host by now (shipped in the build call, the first time).
+    made.manifest["wheelhouse_sha256"] = sha256_file(os.path.join(made.app.wheels, p["wheelhouse_key"], "SHA256SUMS"))
     digest, lines = tree_digest(made.dir, skip=(MANIFEST_FILE, "release.json"))
     write_atomic(os.path.join(made.dir, MANIFEST_FILE), "\n".join(lines) + "\n", 0o444)
     made.manifest["tree_sha256"] = digest

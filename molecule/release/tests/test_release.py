@@ -62,8 +62,11 @@ def test_manifest_records_what_was_built(host, version):
 def test_app_imports_from_its_own_venv_and_reports_its_release(host, version):
     release_id = controller_release(version)["release_id"]
     python = f"{APP}/releases/{release_id}/venv/bin/python"
+    # The reference app reads its settings at import (pydantic-settings): give it some, as its units would.
     cmd = host.run(
-        "%s -c 'import json, demo_app.main, demo_app.release as r; print(json.dumps(r.version_info()))'", python
+        "DEMO_ENVIRONMENT=test DEMO_API_TOKEN=t %s -c "
+        "'import json, demo_app.main, demo_app.release as r; print(json.dumps(r.version_info()))'",
+        python,
     )
     assert cmd.rc == 0, cmd.stderr
     info = json.loads(cmd.stdout)

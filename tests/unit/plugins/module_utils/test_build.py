@@ -244,3 +244,9 @@ def test_normalise_drops_uv_cache_records_and_their_record_lines_only(tmp_path):
     build.normalise(str(tmp_path / "venv"))
     assert not (info / "uv_cache.json").exists()
     assert (info / "RECORD").read_text() == "pkg/__init__.py,sha256=abc,10\npkg-1.0.dist-info/RECORD,,\n"
+
+
+def test_an_import_check_that_could_not_start_says_so_with_systemds_exit_code():
+    said = build.import_failure("billing.main", "", 217, "asgi-import-check-billing-42.service")
+    assert said.startswith("the import check of billing.main could not start (systemd exit code 217")
+    assert "journalctl -u asgi-import-check-billing-42.service" in said

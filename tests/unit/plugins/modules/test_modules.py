@@ -190,3 +190,8 @@ def test_hook_runs_as_the_app_is_audited_and_fails_with_the_output_when_safe_to_
     assert failed["rc"] == 1 and failed["result"] == "failed" and "no such table" in failed["msg"]
     events = [json.loads(line) for line in read_text(app.audit).splitlines() if '"hook"' in line]
     assert [e["result"] for e in events] == ["success", "failed"]
+
+
+def test_a_release_is_imported_as_a_transient_user_until_the_service_user_exists():
+    assert "DynamicUser=yes" in release.plain_unit("no-such-user-4f2a", "no-such-group-4f2a")
+    assert "User=root" in release.plain_unit("root", "root") and "DynamicUser" not in release.plain_unit("root", "root")
