@@ -127,9 +127,22 @@ def deploy(playbook, version, **extra):
     return result
 
 
+def background_deploy(version, config=None, **extra):
+    """deploy.yml of ``version`` (from its source) running in the background, to be killed or waited for."""
+    return Background(DEPLOY, {"version": version, "app_source": source(version), **extra}, config=config)
+
+
+def killed_once(run, condition, what, timeout=180):
+    """SIGKILL the background ``run`` (every process it started) as soon as ``condition()`` holds."""
+    try:
+        _wait_for(condition, timeout=timeout, interval=0.05, what=what)
+    finally:
+        run.kill()
+
+
 def during_web2_handover(case, target, inject):
     """Deploy ``target`` in the background, ``inject()`` once faults-web2 is handing over, wait for the deploy."""
-    run = Background(DEPLOY, {"version": target, "app_source": source(target)})
+    run = background_deploy(target)
     try:
         _wait_for(
             lambda: active("faults-web2", "demo-next.service") == "active",
@@ -204,7 +217,7 @@ def test_a_deploy_killed_at_any_point_converges_when_run_again(load, playbook, p
     target = other(fleet_version())
     main_before = main_pid("faults-web1")
     with Case(load, f"sigkill ansible-playbook {point}") as case:
-        run = Background(DEPLOY, {"version": target, "app_source": source(target)})
+        run = background_deploy(target)
         try:
             reach(point, run, target, main_before)
         finally:
@@ -250,7 +263,7 @@ def controller():
 def test_of_two_deploys_started_together_one_runs_and_the_other_changes_nothing(load, playbook):
     target = other(fleet_version())
     with Case(load, "two deploys at once") as case:
-        runs = [Background(DEPLOY, {"version": target, "app_source": source(target)}) for _ in range(2)]
+        runs = [background_deploy(target) for _ in range(2)]
         codes = [run.wait(timeout=600) for run in runs]
         outputs = [" ".join(run.output().split()) for run in runs]
     assert sorted(codes) == [0, 2], (codes, [o[-2000:] for o in outputs])
@@ -421,10 +434,10 @@ def test_two_runs_taking_over_one_dead_runs_lock_a_second_apart_exactly_one_goes
     target = other(fleet_version())
     plant_dead_lock()
     with Case(load, "two take-overs of one dead run's lock, 1 s apart") as case:
-        first = Background(DEPLOY, {"version": target, "app_source": source(target)})
+        first = background_deploy(target)
         # The second starts as the first takes the dead run's lock over: both read the dead holder.
         first.wait_for("TASK [asgi.deploy.rollout : Lock | Lock the first host", timeout=180)
-        second = Background(DEPLOY, {"version": target, "app_source": source(target)})
+        second = background_deploy(target)
         codes = [first.wait(), second.wait()]
         said = [" ".join(run.output().split()) for run in (first, second)]
     assert codes == [0, 2], (codes, said[0][-2000:], said[1][-2000:])
@@ -451,16 +464,7 @@ def test_a_live_run_in_another_pid_namespace_on_this_controller_is_never_taken_o
     elsewhere = controller_in_another_pid_namespace()
     assert elsewhere != controller()
     with Case(load, "a live run in another PID namespace") as case:
-        inner = Background(
-            DEPLOY,
-            {
-                "version": version,
-                "app_source": source(version),
-                "converge": True,
-                "asgi_before_switch": "sleep 25",
-                "asgi_hook_timeout": 60,
-            },
-        )
+        inner = background_deploy(version, converge=True, asgi_before_switch="sleep 25", asgi_hook_timeout=60)
         try:
             inner.wait_for("TASK [asgi.deploy.rollout : Build | Run the before-switch hook", timeout=180)
             # The lock as a run in another PID namespace (an AWX job, a CI container) records it: this machine,
@@ -505,18 +509,13 @@ def test_a_hook_that_hangs_is_stopped_at_its_time_limit_and_the_next_run_starts_
 def test_a_controller_killed_while_a_migration_runs_never_gets_a_second_migration_beside_it(load, playbook):
     version = fleet_version()
     migration = "echo start $(date +%s.%N); sleep 8; echo end $(date +%s.%N)"
-    extra = {"version": version, "converge": True, "asgi_before_switch": migration, "asgi_hook_show_output": True}
+    extra = {"converge": True, "asgi_before_switch": migration, "asgi_hook_show_output": True}
     with Case(load, "a controller killed during a migration") as case:
-        run = Background(DEPLOY, extra)
-        try:
-            _wait_for(
-                lambda: active("faults-web1", "asgi-hook-demo-before-switch.service") == "active",
-                timeout=180,
-                interval=0.05,
-                what="the migration to start",
-            )
-        finally:
-            run.kill()
+        killed_once(
+            background_deploy(version, **extra),
+            lambda: active("faults-web1", "asgi-hook-demo-before-switch.service") == "active",
+            "the migration to start",
+        )
         again = deploy(playbook, version, converge=True, asgi_before_switch=migration, asgi_hook_show_output=True)
     assert again.returncode == 0, again.said[-3000:]
     spans = []
@@ -652,16 +651,12 @@ def test_a_controller_killed_mid_handover_with_ansibles_default_settings_leaves_
     target = other(fleet_version())
     (tmp_path / "ansible.cfg").write_text("")  # ansible-core's defaults: pipelining off, no ControlPersist of ours
     with Case(load, "killed mid-handover, default settings") as case:
-        run = Background(DEPLOY, {"version": target, "app_source": source(target)}, config=tmp_path / "ansible.cfg")
-        try:
-            _wait_for(
-                lambda: active("faults-web2", "demo-next.service") == "active",
-                timeout=300,
-                interval=0.05,
-                what="faults-web2's handover",
-            )
-        finally:
-            run.kill()
+        killed_once(
+            background_deploy(target, config=tmp_path / "ansible.cfg"),
+            lambda: active("faults-web2", "demo-next.service") == "active",
+            "faults-web2's handover",
+            timeout=300,
+        )
         # The host finishes the switch it started: main on the new release, next stopped, current on it.
         _wait_for(
             lambda: active("faults-web2", "demo-next.service") != "active" and live("faults-web2").startswith(target),
