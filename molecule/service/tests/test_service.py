@@ -80,9 +80,16 @@ def test_gunicorn_serves_systemds_socket_and_binds_nothing_itself(host, wait_for
 
 
 def test_gunicorn_refuses_to_run_without_the_systemd_socket(host):
+    # As the unit runs it (its user, directory and settings: the app reads them at import), minus the socket.
+    unit = show(host, "demo.service", "EnvironmentFiles", "Environment", "WorkingDirectory")
+    env_file = unit["EnvironmentFiles"].split(" (")[0]
     cmd = host.run(
-        "cd /srv/demo/current && timeout 30 runuser -u demo -- /srv/demo/current/venv/bin/gunicorn "
+        "systemd-run --quiet --pipe --wait --collect -p User=demo -p WorkingDirectory=%s "
+        "-p EnvironmentFile=%s -p Environment=%s -- timeout 30 /srv/demo/current/venv/bin/gunicorn "
         "--config %s/gunicorn.conf.py demo_app.main:app",
+        unit["WorkingDirectory"],
+        env_file,
+        unit["Environment"],
         DEMO_SETTINGS(host),
     )
     assert cmd.rc not in (0, 124)
