@@ -117,6 +117,16 @@ class Load:
         """Summary of the requests started in [start, end), to one ``host:port`` or to all."""
         return summarize([r for r in self.records if start <= r.t < end and (not target or r.target == target)])
 
+    def once_serving(self, start: float, end: float) -> dict:
+        """Per ``host:port``, the requests of [start, end) from its first answer on: a first deploy's
+        "something serving" (before it, a host not yet deployed refuses, as it should)."""
+        records = [r for r in self.records if start <= r.t < end]
+        first = {}
+        for r in records:
+            if r.ok:
+                first.setdefault(r.target, r.t)
+        return {t: summarize([r for r in records if r.target == t and r.t >= since]) for t, since in first.items()}
+
 
 def http_ok(url: str, timeout: float = 5.0) -> bool:
     import http.client

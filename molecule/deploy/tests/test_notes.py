@@ -23,6 +23,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import testinfra
@@ -118,12 +119,13 @@ def runs(playbook):
                 "rc": result.returncode,
                 "said": " ".join((result.stdout + result.stderr).split()),
                 "during": load.window(before, settle),
+                "once_serving": load.once_serving(before, settle),
                 "after": load.window(settle, load.now()),
                 "switches": switches(load, before) if result.returncode == 0 else {},
                 "steady": {h: steady.window(before, settle, t) for h, t in STEADY.items()},
             }
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    fields = ("during", "after", "switches", "steady")
+    fields = ("during", "once_serving", "after", "switches", "steady")
     REPORT.write_text(json.dumps({k: {f: v[f] for f in fields} for k, v in _RUNS.items()}, indent=2))
     return _RUNS
 
@@ -173,6 +175,10 @@ def test_the_first_deploy_serves_the_app_and_its_secret_on_every_host(runs):
         reply = json.loads(on(name).run("curl -fsS --max-time 10 http://127.0.0.1:8001/secret").stdout)
         # Read from $CREDENTIALS_DIRECTORY inside the app process (LoadCredential=): byte for byte.
         assert reply["api_token_sha256"] == hashlib.sha256(TOKEN.encode()).hexdigest(), name
+    # Before its first answer a host not yet deployed refuses connections, as it should; never after.
+    assert sorted(first["once_serving"]) == sorted(urlsplit(t).netloc for t in TARGETS), first["once_serving"]
+    for target, window in first["once_serving"].items():
+        assert window["requests"] > 20 and window["failures"] == 0, (target, window)
 
 
 @pytest.mark.parametrize("phase", ["deploy 2.0.0 (pylock.toml), handover", "rollback to 1.0.0"])

@@ -117,6 +117,7 @@ def runs(playbook):
                 "rc": result.returncode,
                 "said": result.stdout + result.stderr,
                 "during": load.window(before, settle),
+                "once_serving": load.once_serving(before, settle),
                 "live": {h: live(h) for h in HOSTS},
                 "style": {h: style(h) for h in HOSTS},
             }
@@ -125,7 +126,11 @@ def runs(playbook):
             if name.startswith("rollback") and result.returncode == 0:
                 create_question(playbook, "written by 1.0.0 after the rollback", "1.0.0")
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(json.dumps({k: {"rc": v["rc"], **v["during"]} for k, v in _RUNS.items()}, indent=2))
+    REPORT.write_text(
+        json.dumps(
+            {k: {"rc": v["rc"], **v["during"], "once_serving": v["once_serving"]} for k, v in _RUNS.items()}, indent=2
+        )
+    )
     return _RUNS
 
 
@@ -172,6 +177,15 @@ def test_static_files_are_collected_into_each_release_root_owned_and_read_only(r
 def test_no_request_fails_while_something_serves(runs, phase):
     run = runs[phase]
     assert run["during"]["requests"] > 50 and run["during"]["failures"] == 0, run["during"]
+
+
+def test_during_the_first_deploy_no_request_fails_on_a_host_once_it_serves(runs):
+    # Before its first answer a host not yet deployed refuses connections, as it should.
+    run = runs["first deploy 1.0.0"]
+    ok(run)
+    assert sorted(run["once_serving"]) == sorted(f"127.0.0.1:{port}" for port in PORTS.values()), run["once_serving"]
+    for target, window in run["once_serving"].items():
+        assert window["requests"] > 20 and window["failures"] == 0, (target, window)
 
 
 def test_an_upgrade_adds_a_column_and_its_static_file_changes_with_the_release(runs):
