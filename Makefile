@@ -18,12 +18,14 @@ export LAB_IMAGE_POSTGRESQL := $(shell images/build.sh --print-tag debian12-post
 SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 # Scenarios `make test` runs first: the platform before anything built on it.
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
-# `make test` runs the scenarios without load beside the checks that need no container, and those under load
-# (zero failed requests on two cores) alone, one after the other.
+# `make test` runs the scenarios without load beside the checks that need no container (both keep two cores
+# busy), then two lines of scenarios under load beside each other (alone, one uses about two thirds of two
+# cores: much of a deploy is waiting on gates and hooks): the deploy scenario on both controllers, and the other
+# load scenarios then the quick benchmark.
 QUIET_SCENARIOS := lab release service
 LOAD_SCENARIOS := $(filter-out $(QUIET_SCENARIOS),$(SCENARIO_ORDER))
 
-.PHONY: help venv images lock check-locks readmes lint unit playbooks checks quiet-scenarios molecule molecule-2.21 bench bench-quick leftovers test scenario lab lab-down demo build clean
+.PHONY: help venv images lock check-locks readmes lint unit playbooks checks quiet-scenarios deploy-matrix load-and-bench molecule molecule-2.21 bench bench-quick leftovers test scenario lab lab-down demo build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -102,14 +104,21 @@ checks: venv ## Everything that needs no container: lint, unit, playbooks (one a
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory playbooks
 
-test: venv ## Everything CI runs: the checks beside the quiet scenarios, then the load scenarios, 2.21, the quick bench
+test: venv ## Everything CI runs: the checks beside the quiet scenarios, then deploy (2.19, 2.21) beside faults and the quick bench
 	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks quiet-scenarios
-	$(MAKE) --no-print-directory molecule RUN="$(LOAD_SCENARIOS)"
-	$(MAKE) --no-print-directory molecule-2.21 bench-quick
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse deploy-matrix load-and-bench
 	tools/leftovers.sh
 
 quiet-scenarios: venv images
 	$(MAKE) --no-print-directory molecule RUN="$(QUIET_SCENARIOS)"
+
+deploy-matrix: venv images ## The deploy scenario with ansible-core 2.19, then with 2.21
+	$(MAKE) --no-print-directory molecule RUN=deploy
+	$(MAKE) --no-print-directory molecule-2.21
+
+load-and-bench: venv images
+	$(MAKE) --no-print-directory molecule RUN="$(filter-out deploy,$(LOAD_SCENARIOS))"
+	$(MAKE) --no-print-directory bench-quick
 
 scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
 	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }
