@@ -178,7 +178,7 @@ def test_the_first_deploy_serves_the_app_and_its_secret_on_every_host(runs):
     # Before its first answer a host not yet deployed refuses connections, as it should; never after.
     assert sorted(first["once_serving"]) == sorted(urlsplit(t).netloc for t in TARGETS), first["once_serving"]
     for target, window in first["once_serving"].items():
-        assert window["requests"] > 20 and window["failures"] == 0, (target, window)
+        assert window["requests"] >= 5 and window["failures"] == 0, (target, window)
 
 
 @pytest.mark.parametrize("phase", ["deploy 2.0.0 (pylock.toml), handover", "rollback to 1.0.0"])

@@ -185,7 +185,7 @@ def test_during_the_first_deploy_no_request_fails_on_a_host_once_it_serves(runs)
     ok(run)
     assert sorted(run["once_serving"]) == sorted(f"127.0.0.1:{port}" for port in PORTS.values()), run["once_serving"]
     for target, window in run["once_serving"].items():
-        assert window["requests"] > 20 and window["failures"] == 0, (target, window)
+        assert window["requests"] >= 5 and window["failures"] == 0, (target, window)
 
 
 def test_an_upgrade_adds_a_column_and_its_static_file_changes_with_the_release(runs):
