@@ -159,9 +159,12 @@ Description=bench: {name} binding its own port (no socket activation)
 User=demo
 Group=demo
 WorkingDirectory=/srv/demo/current
+{settings}
 ExecStart={command}
 KillMode=mixed
 """
+# The app reads its settings at import: the plain unit gets the same ones as the app's own unit.
+SETTINGS_LINES = r"^(Environment|EnvironmentFile|LoadCredential|LoadCredentialEncrypted|SetCredential)="
 GUNICORN_PLAIN = (
     f"/srv/demo/current/venv/bin/gunicorn --worker-class uvicorn_worker.UvicornWorker --workers {WORKERS} "
     "--bind 0.0.0.0:8000 --access-logfile - demo_app.main:app"
@@ -170,7 +173,8 @@ UVICORN_PLAIN = f"/srv/demo/current/venv/bin/uvicorn --workers {WORKERS} --host 
 
 
 def install_plain(lab: Lab, name: str, command: str) -> None:
-    unit = PLAIN_UNIT.format(name=name, command=command)
+    settings = lab.ssh(1, f"systemctl cat demo.service | grep -E '{SETTINGS_LINES}' || true").strip()
+    unit = PLAIN_UNIT.format(name=name, command=command, settings=settings)
     lab.ssh(1, f"cat > /run/systemd/system/{name}.service && systemctl daemon-reload", stdin=unit)
     lab.ssh(1, f"systemctl stop demo.socket demo.service && systemctl start {name}.service")
     lab.wait_http()
