@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import testinfra
 
+# The collection's own /proc walk (pyproject puts .collections on the path); it runs no command.
+from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
+
 JOURNAL_LINES = 60
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -85,24 +88,6 @@ def run_playbook(playbook, extra_vars=None, limit=None, args=()):
     return result
 
 
-def descendants(pid):
-    """Every process below ``pid`` on this machine, from /proc (children whose parent already died are not)."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def state(pid):
     """The process's state letter (R, S, T stopped, Z zombie, ...), or "" when it is gone."""
     try:
@@ -158,7 +143,7 @@ class Background:
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
-            found = [self.proc.pid, *descendants(self.proc.pid)]
+            found = [self.proc.pid, *Systemd(run=None).descendants(self.proc.pid)]
             if set(found) <= set(victims) and all(state(pid) in ("T", "Z", "") for pid in victims):
                 break
             assert time.monotonic() < deadline, f"could not stop the run's processes: {found}"
