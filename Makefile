@@ -15,17 +15,16 @@ export LAB_IMAGE_DEBIAN12 := $(shell images/build.sh --print-tag debian12)
 export LAB_IMAGE_DEBIAN13 := $(shell images/build.sh --print-tag debian13)
 export LAB_IMAGE_POSTGRESQL := $(shell images/build.sh --print-tag debian12-postgresql)
 
-SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+SCENARIOS := $(sort $(patsubst extensions/molecule/%/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml)))
 # Scenarios `make test` runs first: the platform before anything built on it.
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
-# `make test` runs the scenarios without load beside the checks that need no container (both keep two cores
-# busy), then two lines of scenarios under load beside each other (alone, one uses about two thirds of two
-# cores: much of a deploy is waiting on gates and hooks): the deploy scenario on both controllers, and the other
-# load scenarios then the quick benchmark.
-QUIET_SCENARIOS := lab release service
-LOAD_SCENARIOS := $(filter-out $(QUIET_SCENARIOS),$(SCENARIO_ORDER))
-
-.PHONY: help venv images lock check-locks readmes lint unit playbooks checks quiet-scenarios deploy-matrix load-and-bench molecule molecule-2.21 bench bench-quick leftovers test scenario lab lab-down demo build clean
+# `make test` is two stages of two lines side by side (alone, a line keeps two cores about two-thirds busy: much of a
+# deploy is waiting on gates, hooks and drains). Stage 1: the checks that need no container | the scenarios without
+# load and the smoke scenario. Stage 2: the deploy scenario, then the smoke scenario on ansible-core 2.21 | the
+# faults, then the quick benchmark. The full scenarios run on 2.19; 2.21 gets sanity, unit tests and the smoke.
+QUIET_SCENARIOS := lab release service default
+TIMED := tools/timed.sh
+.PHONY: help venv images lock check-locks readmes lint lint-steps unit unit-steps playbooks checks quiet-scenarios deploy-and-smoke faults-and-bench molecule molecule-2.21 bench bench-quick leftovers test check stage-1 stage-2 scenario lab lab-down demo build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,6 +56,9 @@ readmes: venv ## Regenerate each role's README.md from its meta/argument_specs.y
 	python tools/argument_specs.py readme roles
 
 lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock checks, ansible-test sanity
+	$(TIMED) "$(STAGE)lint" $(MAKE) --no-print-directory lint-steps
+
+lint-steps:
 	yamllint --strict .
 	ansible-lint --profile production
 	ruff check .
@@ -66,27 +68,30 @@ lint: venv ## yamllint, ansible-lint (production), ruff, argument_specs and lock
 	tools/locks.sh check
 	tools/ansible-test.sh sanity
 
-unit: venv ## Unit tests: the modules and plugins, the tooling, and the reference app as an installed wheel
-	uv pip install --quiet --no-deps --reinstall-package demo-app --python $(VENV)/bin/python ./app
-	pytest -q tests/unit tests/tools app/tests examples/notes/tests
+unit: venv ## Unit tests: the modules and plugins, the tooling, the example apps; ansible-test units
+	$(TIMED) "$(STAGE)unit" $(MAKE) --no-print-directory unit-steps
+
+unit-steps:
+	mkdir -p build/junit
+	uv pip install --quiet --no-deps --reinstall-package demo-app --reinstall-package live --python $(VENV)/bin/python ./app ./examples/live
+	pytest -q --junitxml=build/junit/unit.xml tests/unit tests/tools app/tests examples/notes/tests examples/live/tests
 	tools/compat.sh
 	tools/ansible-test.sh units
 
 playbooks: venv ## Controller-side playbooks for real: the app's CI gate (check.yml) and the installed collection
-	pytest -q -p no:cacheprovider tests/playbooks
+	mkdir -p build/junit
+	$(TIMED) "$(STAGE)playbooks" pytest -q -p no:cacheprovider --junitxml=build/junit/playbooks.xml tests/playbooks
 
 molecule: venv images ## Every molecule scenario, in order (RUN="lab deploy" for some)
 	mkdir -p build/logs
 	for s in $(or $(RUN),$(SCENARIO_ORDER)); do \
 	  echo "== molecule test -s $$s"; \
-	  COLUMNS=200 molecule test -s $$s 2>&1 | tee build/logs/molecule-$$s.log \
-	    || { tools/failure-summary.sh build/logs/molecule-$$s.log; exit 1; }; \
+	  $(TIMED) "$(STAGE)$$s$(LANE)" bash -o pipefail -c "COLUMNS=200 molecule test -s $$s 2>&1 | tee build/logs/molecule-$$s$(LANE).log" \
+	    || { tools/failure-summary.sh build/logs/molecule-$$s$(LANE).log; exit 1; }; \
 	done
 
-molecule-2.21: venv images ## The deploy scenario again, with ansible-core 2.21 on Python 3.13 as the controller
-	mkdir -p build/logs
-	COLUMNS=200 PATH=$(VENV_2_21)/bin:$$PATH molecule test -s deploy 2>&1 | tee build/logs/molecule-deploy-2.21.log \
-	  || { tools/failure-summary.sh build/logs/molecule-deploy-2.21.log; exit 1; }
+molecule-2.21: venv images ## The smoke scenario (default) with ansible-core 2.21 on Python 3.13 as the controller (RUN= for others)
+	PATH=$(VENV_2_21)/bin:$$PATH ASGI_LANE=2.21 $(MAKE) --no-print-directory molecule RUN="$(or $(RUN),default)" LANE=" (2.21)"
 
 bench: venv images ## Every benchmark (< 20 min): bench/results/latest.json, docs/benchmarks.md and plots
 	@command -v wrk > /dev/null || { echo "bench: needs wrk (apt-get install wrk)"; exit 2; }
@@ -104,21 +109,36 @@ checks: venv ## Everything that needs no container: lint, unit, playbooks (one a
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory playbooks
 
-test: venv ## Everything CI runs: the checks beside the quiet scenarios, then deploy (2.19, 2.21) beside faults and the quick bench
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks quiet-scenarios
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse deploy-matrix load-and-bench
-	tools/leftovers.sh
+check: venv images ## The inner loop (< 10 min): lint and sanity, unit tests (one toolchain), playbooks, the smoke scenario
+	rm -f build/timings.tsv
+	TOOLCHAINS=.venv $(MAKE) --no-print-directory checks STAGE="check / "
+	$(MAKE) --no-print-directory molecule RUN=default STAGE="check / "
+	@python tools/timings.py --budget 10
+
+test: venv ## Everything CI runs, in two stages of two lines side by side; ends with where the time went
+	rm -rf build/timings.tsv build/junit
+	status=0; \
+	$(TIMED) "stage 1" $(MAKE) --no-print-directory stage-1 && \
+	$(TIMED) "stage 2" $(MAKE) --no-print-directory stage-2 && \
+	$(TIMED) "leftovers" tools/leftovers.sh || status=$$?; \
+	python tools/timings.py --budget 40; exit $$status
+
+stage-1: venv images
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks quiet-scenarios STAGE="stage 1 / "
+
+stage-2: venv images
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse deploy-and-smoke faults-and-bench STAGE="stage 2 / "
 
 quiet-scenarios: venv images
 	$(MAKE) --no-print-directory molecule RUN="$(QUIET_SCENARIOS)"
 
-deploy-matrix: venv images ## The deploy scenario with ansible-core 2.19, then with 2.21
+deploy-and-smoke: venv images ## The deploy scenario (2.19), then the smoke scenario on 2.21
 	$(MAKE) --no-print-directory molecule RUN=deploy
 	$(MAKE) --no-print-directory molecule-2.21
 
-load-and-bench: venv images
-	$(MAKE) --no-print-directory molecule RUN="$(filter-out deploy,$(LOAD_SCENARIOS))"
-	$(MAKE) --no-print-directory bench-quick
+faults-and-bench: venv images ## The faults scenario, then the quick benchmark
+	$(MAKE) --no-print-directory molecule RUN=faults
+	$(TIMED) "$(STAGE)bench-quick" $(MAKE) --no-print-directory bench-quick
 
 scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
 	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }

@@ -28,13 +28,17 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from liveclients import Clients
 from loadgen import Load, http_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build/bench"
 RESULTS = ROOT / "bench/results/latest.json"
 QUICK_RESULTS = WORK / "quick.json"
-SSH_BASE, HTTP_BASE = 2230, 8090
+SSH_BASE, HTTP_BASE, SECOND_BASE = 2230, 8090, 8190
+# The collection as it was before slots (<app>.service and <app>-next.service): the layout compared with slots.
+BEFORE_SLOTS = "06c0332ae2f53addaf3ced24c80094be61b14e32"
+HELD = 100  # WebSockets held per host while a rollout runs
 USERS = 4  # load threads, one fresh connection per request
 RATE = 200  # requests per second in all: steady traffic that leaves CPU for the deploy itself
 WORKERS = 2  # Gunicorn workers per host (the role's default)
@@ -119,16 +123,16 @@ class Lab:
             raise RuntimeError(f"ssh bench-web{n} {command!r} failed: {result.stderr.strip()}")
         return result.stdout
 
-    def playbook(self, book: str, hosts: int, *options: str, **extra) -> dict:
+    def playbook(self, book: str, hosts: int, *options: str, env_extra=None, **extra) -> dict:
         """Run a playbook on bench-web1..hosts; wall time, controller CPU and tasks per host."""
         argv = ["ansible-playbook", "-i", str(self.inventory), str(ROOT / book), *options]
         argv += ["--limit", ",".join(self.names[:hosts])]
         if book.endswith("deploy.yml") and extra.get("version") in self.sources:
             extra = {"app_source": self.sources[extra["version"]], **extra}
-        for key, value in extra.items():
-            argv += ["-e", f"{key}={value}"]
+        if extra:
+            argv += ["-e", json.dumps({key: str(v) if isinstance(v, Path) else v for key, v in extra.items()})]
         began, cpu = time.monotonic(), children_cpu()
-        result = subprocess.run(argv, env=env(), capture_output=True, text=True, check=False)
+        result = subprocess.run(argv, env={**env(), **(env_extra or {})}, capture_output=True, text=True, check=False)
         # ansible-playbook and every process it started (workers, ssh): the controller's CPU for this run.
         wall, cpu = time.monotonic() - began, children_cpu() - cpu
         if result.returncode != 0:
@@ -141,6 +145,11 @@ class Lab:
             "tasks_per_host": round(tasks, 1),
             "s_per_task": round(wall / tasks, 3),
         }
+
+    def starts(self, n: int, app: str = "demo") -> int:
+        """Gunicorn masters of ``app`` started on host ``n`` so far (each logs one start line)."""
+        out = self.ssh(n, f"journalctl --no-pager -o cat -t {app} --grep 'asgi.deploy start' | wc -l || true")
+        return int(out.strip() or 0)
 
     def wait_http(self, n: int = 1, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -214,6 +223,7 @@ def zero_downtime(lab: Lab, strategy: str, steady_s: float, tail_s: float) -> di
         while load.now() - s0 < steady_s:
             time.sleep(0.05)
         a0 = load.now()
+        starts = lab.starts(1)
         if strategy in ("handover", "restart"):
             run = lab.playbook("playbooks/deploy.yml", 1, version=lab.next_version(), strategy=strategy)
         else:
@@ -250,6 +260,8 @@ def zero_downtime(lab: Lab, strategy: str, steady_s: float, tail_s: float) -> di
         "max_over_steady_max": ratio(during, steady),
         "command_wall_s": run["wall_s"],
         "window_s": [round(a0, 2), round(a1, 2), round(end, 2)],
+        # How often the app was imported (a Gunicorn master started) on the host for the change.
+        "app_starts": lab.starts(1) - starts,
     }
     if strategy in ("handover", "restart"):
         # The deploy also builds the release beside the live one; the switch
@@ -442,6 +454,105 @@ def reproducibility(lab: Lab) -> dict:
     return {"releases": rates, "lowest_rate": overall}
 
 
+def live_sources(versions: list[str]) -> dict[str, Path]:
+    """examples/live at each version, locked (as the deploy scenario prepares it)."""
+    found = {}
+    for version in versions:
+        source = WORK / f"live-{version}"
+        if not (source / "requirements.lock").is_file():
+            shutil.rmtree(source, ignore_errors=True)
+            shutil.copytree(ROOT / "examples/live", source, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+            pyproject = source / "pyproject.toml"
+            pyproject.write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', pyproject.read_text()))
+            subprocess.run(
+                [ROOT / ".venv/bin/uv", "pip", "compile", "--quiet", "--universal", "--python-version", "3.11",
+                 "--generate-hashes", source / "pyproject.toml", "-o", source / "requirements.lock"],
+                check=True,
+            )  # fmt: skip
+        found[version] = source
+    return found
+
+
+def live_extra(source: Path, version: str) -> dict:
+    return {
+        "asgi_app": "live", "asgi_entrypoint": "live.app:app", "asgi_lockfile": source / "requirements.lock",
+        "asgi_app_source": source, "asgi_listen_tcp": ["0.0.0.0:8003"], "asgi_readiness_path": "/readyz",
+        "service_environment": {}, "service_secrets": {}, "version": version,
+    }  # fmt: skip
+
+
+def long_lived(lab: Lab, hosts: int = 3) -> dict:
+    """examples/live on ``hosts`` hosts, serial 1: a rollout with no client, then one while HELD WebSockets per host
+    stay connected (each cut once, reconnecting onto the new release). The drains run off the rollout's path, so
+    the second should take about as long as the first."""
+    sources = live_sources(["1.0.0", "1.1.0", "1.2.0"])
+    lab.playbook("playbooks/deploy.yml", hosts, **live_extra(sources["1.0.0"], "1.0.0"), serial=hosts)
+    quiet = lab.playbook("playbooks/deploy.yml", hosts, **live_extra(sources["1.1.0"], "1.1.0"), serial=1)
+    targets = [f"127.0.0.1:{SECOND_BASE + n}" for n in range(1, hosts + 1)]
+    with Clients(targets, ws=HELD, sse=0) as clients:
+        deadline = time.monotonic() + 120
+        while not clients.all_connected():
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench: the held WebSockets did not all connect")
+            time.sleep(0.2)
+        began = clients.now()
+        held = lab.playbook("playbooks/deploy.yml", hosts, **live_extra(sources["1.2.0"], "1.2.0"), serial=1)
+        deadline = time.monotonic() + 120
+        while not clients.all_connected() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        seen = clients.window(began)
+    cuts = [len(c["disconnects"]) for c in seen.values()]
+    result = {
+        "hosts": hosts,
+        "held_websockets_per_host": HELD,
+        "rollout_wall_s": {"none": quiet["wall_s"], "held": held["wall_s"]},
+        "held_over_none": round(held["wall_s"] / quiet["wall_s"], 2),
+        "most_cuts_per_client": max(cuts),
+        "clients_cut": sum(1 for n in cuts if n),
+        "failed_connects": sum(len(c["failed"]) for c in seen.values()),
+    }
+    log(f"long-lived connections: {result}")
+    return result
+
+
+def layouts(lab: Lab) -> dict:
+    """The handover on one host, the layout before slots (restart main beside a temporary next) against slots (the
+    idle slot starts once, the old one drains off the path), in one run: each one's audit line times the switch, and
+    the journal counts the app's imports."""
+    before = WORK / "collection-before-slots"
+    tree = before / "ansible_collections/asgi/deploy"
+    if not (tree / "galaxy.yml").is_file():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", BEFORE_SLOTS], capture_output=True,
+                                 check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+    old_env = {"ANSIBLE_COLLECTIONS_PATH": f"{before}:{ROOT / '.collections'}"}
+    app = {"asgi_app": "layout", "asgi_listen_tcp": ["0.0.0.0:8004"]}
+    units = " ".join(f"-u layout{suffix}.service" for suffix in ("", "-next", "-blue", "-green"))
+
+    def starts():
+        out = lab.ssh(1, f"journalctl --no-pager -o cat {units} --grep 'asgi.deploy start' | wc -l || true")
+        return int(out.strip() or 0)
+
+    found = {}
+    # Before slots: a first deploy, then the handover measured. Slots: the first deploy of this collection moves the
+    # host to slots (an upgrade), then the handover measured.
+    for layout, env_extra in (("before slots", old_env), ("slots", {})):
+        lab.playbook("playbooks/deploy.yml", 1, env_extra=env_extra, version=lab.next_version(), **app)
+        already = starts()
+        lab.playbook("playbooks/deploy.yml", 1, env_extra=env_extra, version=lab.next_version(), **app)
+        line = json.loads(lab.ssh(1, "grep '\"duration_s\"' /srv/layout/deploys.log | tail -n 1"))
+        found[layout] = {
+            "strategy": line["strategy"],
+            "handover_s": line["duration_s"],
+            "steps": line["steps"],
+            "app_starts_per_handover": starts() - already,
+        }
+    lab.playbook("playbooks/remove.yml", 1, **app)
+    log(f"layouts: {found}")
+    return found
+
+
 def machine() -> dict:
     cpu = next(
         (
@@ -476,6 +587,18 @@ def targets(results: dict) -> list[dict]:
     for key, what in (("switch_max_over_steady_max", "the switch"), ("max_over_steady_max", "the whole deploy")):
         value = z["handover"][key]
         check(f"handover: max latency during {what} / steady-state max", value, "<= 1.5", value and value <= 1.5)
+    starts = z["handover"].get("app_starts")
+    if starts is not None:
+        check("handover: app imports on the host (Gunicorn masters started)", starts, "1", starts == 1)
+    if "long_lived" in results:
+        value = results["long_lived"]["held_over_none"]
+        check(f"rollout with {HELD} WebSockets held per host / with none (3 hosts, serial 1)", value, "<= 1.2",
+              value <= 1.2)  # fmt: skip
+        value = results["long_lived"]["most_cuts_per_client"]
+        check("disconnects per held client in one rollout", value, "<= 1", value <= 1)
+    if "layouts" in results:
+        old, new = results["layouts"]["before slots"]["handover_s"], results["layouts"]["slots"]["handover_s"]
+        check("handover of one host, slots / layout before slots", round(new / old, 2), "< 1", new < old)
     if "serving" in results:
         value = results["serving"]["ratios_vs_uvicorn"]["gunicorn_uvicorn_worker"]
         check("Gunicorn+UvicornWorker req/s / standalone uvicorn", value, ">= 0.95", value >= 0.95)
@@ -546,6 +669,8 @@ def main() -> int:
             results["controller_cpu"] = cpu_per_host(results["deploy_speed"], "3", str(HOSTS))
             log(f"controller CPU: {results['controller_cpu']}")
             results["reproducibility"] = reproducibility(lab)
+            results["long_lived"] = long_lived(lab)
+            results["layouts"] = layouts(lab)
             growth = {"serial_1": {}, "serial_all": {}}
             for n in (3, HOSTS):
                 growth["serial_1"][str(n)] = results["deploy_speed"][str(n)]["deploy"]["wall_s"]

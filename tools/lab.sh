@@ -5,24 +5,25 @@
 #   tools/lab.sh down   remove every container, the network and the key
 #
 # Host N answers SSH on 127.0.0.1:(2220+N) and publishes its app port (8000) on
-# 127.0.0.1:(8080+N), as inventories/lab/hosts.yml describes.
+# 127.0.0.1:(8080+N), as inventories/lab/hosts.yml describes, and a second app's
+# port (8003) on 127.0.0.1:(8180+N).
 # The benchmarks run their own, separate lab: LAB_NAME=bench LAB_HOSTS=6 gives
-# bench-web1..6 on SSH 2231.. and HTTP 8091.., network asgi-bench, key .bench/.
+# bench-web1..6 on SSH 2231.., HTTP 8091.. and 8191.., network asgi-bench, key .bench/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 LAB_NAME=${LAB_NAME:-lab}
 LAB_HOSTS=${LAB_HOSTS:-3}
 if [ "$LAB_NAME" = lab ]; then
-  PREFIX="" SSH_BASE=2220 HTTP_BASE=8080
+  PREFIX="" SSH_BASE=2220 HTTP_BASE=8080 SECOND_BASE=8180
 else
-  PREFIX="$LAB_NAME-" SSH_BASE=2230 HTTP_BASE=8090
+  PREFIX="$LAB_NAME-" SSH_BASE=2230 HTTP_BASE=8090 SECOND_BASE=8190
 fi
 [ "$LAB_HOSTS" -ge 1 ] && [ "$LAB_HOSTS" -le 9 ] || { echo "lab: LAB_HOSTS must be 1..9" >&2; exit 2; }
 NETWORK=asgi-$LAB_NAME
 LABEL=io.asgi-deploy.$LAB_NAME=true
 KEY=.$LAB_NAME/id_ed25519
-APP_PORT=8000
+APP_PORT=8000 SECOND_PORT=8003
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/.config/containers/containers.conf}"
 
 ssh_ok() {  # port
@@ -48,6 +49,7 @@ up() {
       --network "$NETWORK" --systemd=always --privileged \
       --ulimit nofile=1024:4096 --ulimit nproc=4096:4096 \
       -p "127.0.0.1:$((SSH_BASE + n)):22" -p "127.0.0.1:$((HTTP_BASE + n)):$APP_PORT" \
+      -p "127.0.0.1:$((SECOND_BASE + n)):$SECOND_PORT" \
       -v "$PWD/$KEY.pub:/root/.ssh/authorized_keys:ro" \
       -v "$PWD/$KEY.pub:/home/deploy/.ssh/authorized_keys:ro" \
       "$image" /lib/systemd/systemd > /dev/null

@@ -28,6 +28,7 @@ import zipfile
 
 from ansible_collections.asgi.deploy.plugins.module_utils.hooks import as_app
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
+    SLOTS,
     link_target,
     list_releases,
     read_manifest,
@@ -428,12 +429,13 @@ def tree_digest(path, skip=(MANIFEST_FILE,)):
 
 
 def kept_ids(app, protect=()):
-    return {link_target(app.link(name)) for name in ("current", "previous", "next")} | set(protect)
+    # What a link names (current, previous, each slot's: a draining slot still runs from its release), and a lock's.
+    return {link_target(app.link(name)) for name in ("current", "previous", *SLOTS)} | set(protect)
 
 
 def prune(app, keep, protect=(), dry_run=False, wheelhouses=()):
     """Remove unfinished releases, all but the newest ``keep`` finished ones, wheelhouses no kept release uses,
-    staging leftovers and old tools. The targets of current, previous and next, and ``protect`` (a release a
+    staging leftovers and old tools. The targets of current, previous and the slots' links, and ``protect`` (a release a
     lock names), are always kept, and the ``wheelhouses`` named (the one a build is about to use)."""
     protected = kept_ids(app, protect) - {""}
     finished, unfinished = list_releases(app)

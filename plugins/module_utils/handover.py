@@ -2,28 +2,28 @@
 # MIT License (see LICENSE)
 """The per-host switch to a release and a settings set, as one state machine.
 
-Strategies:
+Two symmetric instances, the slots ``<app>-blue.service`` and ``<app>-green.service``, can serve the one listening
+socket; ``<app>.service`` is a link to the live one (``systemctl status <app>``, the socket's activation, the
+boot). Strategies:
 
 ``handover``
-    prepare next -> start next -> gate next -> switch current -> restart main
-    -> gate main -> stop next. The temporary instance (``<app>-next.service``)
-    serves the shared socket while main restarts, so no request waits.
+    wait for the idle slot's last drain -> prepare the idle slot (its link, its units from the new settings)
+    -> start it -> gate it -> switch (current, previous, ``<app>.service``) -> drain the old slot. The new release
+    starts once; the old slot stops accepting at once and drains its connections in the background, within its
+    own stop deadline (asgi_drain_timeout), while the rollout goes on.
 ``restart``
-    switch current -> restart main -> gate main. Requests wait in the socket's
-    backlog while main restarts.
+    prepare the live slot -> switch -> restart it -> gate it. Requests wait in the socket's backlog meanwhile.
 ``initial`` (chosen when the host runs nothing)
-    install units -> switch current -> start main -> gate main.
+    install units -> switch -> start blue -> gate it.
+``upgrade`` (chosen on a host of the layout before slots: ``<app>.service`` a unit of its own)
+    as ``handover``, with the old units retired (stopped, their drain waited for once, removed) before the switch.
 
-With an after-switch hook (a smoke test), each ends with it: a hook that fails
-is a failed gate. A changed listening socket is replaced last.
+With an after-switch hook (a smoke test), each ends with it: a hook that fails is a failed gate. A changed
+listening socket is replaced last.
 
-Settings are released like code: the new set's unit is what next starts with;
-main gets it when ``current`` switches, and only after next passed the gate.
-
-Every step is named once, in STEPS, with the instance whose journal a failure
-shows and what going back from it takes. On any failure the host is put back
-exactly as it was (links, unit files, units reset and running, next stopped),
-and HandoverFailed names the step, the check and the journal tail.
+STEPS names every step once, with the instance whose journal a failure shows and the undo that going back from it
+takes. On any failure the undos of the steps reached run in reverse order, so the host is put back exactly as it
+was, and HandoverFailed names the step, the check and the journal tail.
 """
 
 from __future__ import annotations
@@ -35,44 +35,43 @@ from collections import namedtuple
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import GateFailed
 from ansible_collections.asgi.deploy.plugins.module_utils.hooks import HookFailed, run_hook
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
+    SLOTS,
     audit,
     link_target,
+    other_slot,
+    point_link,
     read_manifest,
     read_text,
     swap_link,
     write_atomic,
 )
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import assess, read_state
-from ansible_collections.asgi.deploy.plugins.module_utils.systemd import SystemdError
+from ansible_collections.asgi.deploy.plugins.module_utils.systemd import RUNNING, SystemdError
 
 STRATEGIES = ("handover", "restart")
 NORMAL_CPU_WEIGHT = 100
+# Beyond a unit's own stop deadline, how long a wait for its drain goes on before it is killed.
+DRAIN_MARGIN_S = 5.0
+WANTS = "multi-user.target.wants"
 
-# What going back from a step takes (see Handover.revert).
-UNINSTALL = "stop and remove the units"  # a first deploy: nothing ran before
-LINKS = "restore current and previous"
-UNITS = "restore the unit files"
-SOCKETS = "restart the sockets"
-MAIN = "restart main on what it ran"
-NEXT = "stop next"
-
+# instance: whose journal a failure at the step shows ("idle", "live" or ""); undo: the Handover method that
+# takes the host back from it (run in reverse order of the steps reached).
 Step = namedtuple("Step", "instance undo")
-INSTALL_UNITS, SWITCH_CURRENT, START_MAIN, GATE_MAIN = "install units", "switch current", "start main", "gate main"
-PREPARE_NEXT, START_NEXT, GATE_NEXT, RESTART_MAIN = "prepare next", "start next", "gate next", "restart main"
-STOP_NEXT, REPLACE_SOCKETS, AFTER_SWITCH = "stop next", "replace sockets", "after switch"
+WAIT_DRAIN, PREPARE, START, GATE = "wait for the last drain", "prepare", "start", "gate"
+SWITCH, DRAIN, RESTART, INSTALL = "switch", "drain", "restart", "install units"
+RETIRE, REPLACE_SOCKETS, AFTER_SWITCH = "retire the old layout", "replace sockets", "after switch"
 STEPS = {
-    INSTALL_UNITS: Step("main", {UNINSTALL}),
-    PREPARE_NEXT: Step("next", {UNITS, NEXT}),
-    START_NEXT: Step("next", {NEXT}),
-    GATE_NEXT: Step("next", {NEXT}),
-    # current and main's unit switch together: main runs nothing but what current names.
-    SWITCH_CURRENT: Step("main", {LINKS, UNITS}),
-    START_MAIN: Step("main", {UNINSTALL}),
-    RESTART_MAIN: Step("main", {MAIN}),
-    GATE_MAIN: Step("main", {MAIN}),
-    STOP_NEXT: Step("", set()),
-    REPLACE_SOCKETS: Step("main", {UNITS, SOCKETS, MAIN}),
-    AFTER_SWITCH: Step("", set()),
+    WAIT_DRAIN: Step("idle", None),
+    INSTALL: Step("idle", "uninstall"),
+    PREPARE: Step("idle", "unprepare"),
+    START: Step("idle", "stop_idle"),
+    GATE: Step("idle", None),
+    RETIRE: Step("live", "unretire"),
+    SWITCH: Step("", "unswitch"),
+    RESTART: Step("idle", "restart_back"),
+    DRAIN: Step("live", "undrain"),
+    REPLACE_SOCKETS: Step("idle", "restore_sockets"),
+    AFTER_SWITCH: Step("", None),
 }
 
 
@@ -103,17 +102,22 @@ class Handover:
         hook_timeout=600,
         hook_show_output=False,
         clock=time.monotonic,
+        sleep=time.sleep,
     ):
         if strategy not in STRATEGIES:
             raise ValueError("strategy must be one of {}".format(", ".join(STRATEGIES)))
         self.app, self.systemd, self.gate, self.run_command = app, systemd, gate, run_command
         self.release, self.settings, self.strategy = release, settings, strategy
         self.operation, self.run_id, self.actor, self.host = operation, run, actor, host
-        self.start_cpu_weight, self.start_nice, self.force, self.clock = start_cpu_weight, start_nice, force, clock
+        self.start_cpu_weight, self.start_nice, self.force = start_cpu_weight, start_nice, force
+        self.clock, self.sleep = clock, sleep
         self.after_switch, self.hook_timeout, self.hook_show_output = after_switch, hook_timeout, hook_show_output
         # Ordered [name, seconds] pairs: the audit log keeps them in the order they ran.
         self.timings, self.step = [], ""
+        # Unit files as they were before this run wrote them (None: there was none).
         self.unit_backup = {}
+        self.prior, self.live, self.idle, self.idle_served = {}, "", "", False
+        self.link_before, self.legacy_backup, self.socket_restarted, self.errors = "", {}, False, []
 
     # -- what the host looks like now -------------------------------------------------
 
@@ -123,6 +127,15 @@ class Handover:
     def plan(self, prior):
         """The assessment of the host for this switch (also what check mode reports)."""
         return assess(prior, self.release, self.settings, self.force)
+
+    def mode(self, prior, verdict):
+        if verdict["first"]:
+            return "initial"
+        if prior["live_slot"] == "legacy":
+            return "upgrade"
+        return self.strategy
+
+    # -- unit files -------------------------------------------------------------------
 
     def set_unit(self, name):
         """Install unit ``name`` from the settings set; True when the file changed."""
@@ -136,8 +149,8 @@ class Handover:
         return True
 
     def wanted_unit(self, name):
-        wanted = read_text(os.path.join(self.app.settings_dir(self.settings), "units", name), default=None)
-        if wanted is None:
+        wanted = self.app.unit_in_settings(self.settings, name)
+        if not wanted:
             raise HandoverFailed(f"settings set {self.settings} has no unit {name}", self.step, "settings")
         return wanted
 
@@ -148,7 +161,7 @@ class Handover:
                 continue
             path = self.app.unit_path(name)
             if old is None:
-                if os.path.exists(path):
+                if os.path.lexists(path):
                     os.unlink(path)
             else:
                 write_atomic(path, old, 0o644)
@@ -161,32 +174,37 @@ class Handover:
     def run(self):
         """The switch. The caller holds the host flock and has checked that its run holds the lock."""
         began = self.clock()
-        prior = self.snapshot()
+        prior = self.prior = self.snapshot()
         self.check_inputs()
         verdict = self.plan(prior)
         if not verdict["needed"]:
             return {"changed": False, "change": "", "strategy": "", "from": prior["current"], "to": self.release}
-        first = verdict["first"]
-        strategy = "initial" if first else self.strategy
+        mode = self.mode(prior, verdict)
+        self.live = prior["live_slot"] if prior["live_slot"] in SLOTS else ""
+        self.idle = self.live if mode == "restart" else other_slot(self.live)
         summary = {
             "changed": True,
             "change": verdict["change"] or "repair",
             "reasons": verdict["reasons"],
-            "strategy": strategy,
+            "strategy": mode,
             "from": prior["live"],
             "to": self.release,
             "from_settings": prior["settings"],
             "to_settings": self.settings,
+            "slot": self.idle,
         }
         try:
             if prior["reload_needed"]:
                 # Unit files someone changed on disk and never loaded: load them before anything starts.
                 self.systemd.daemon_reload()
-            self.switch_units(prior, first)
+            getattr(self, "switch_" + mode)()
+            changed = self.sockets_changed()
+            if changed or self.socket_files_drifted():
+                self.do(REPLACE_SOCKETS, self.replace_sockets, changed)
             if self.after_switch:
                 self.do(AFTER_SWITCH, self.after_switch_hook)
         except (GateFailed, SystemdError, HandoverFailed, HookFailed, OSError) as exc:
-            raise self.failed(exc, prior, first, summary, began) from exc
+            raise self.failed(exc, summary, began) from exc
         write_atomic(self.app.applied, self.settings + "\n", 0o644)
         summary.update(result="success", steps=self.timings, duration_s=round(self.clock() - began, 2))
         self.record(summary)
@@ -200,46 +218,34 @@ class Handover:
         if not os.path.isdir(os.path.join(self.app.settings_dir(self.settings), "units")):
             raise HandoverFailed(f"settings set {self.settings} is not staged on this host", "check", "settings")
 
-    def switch_units(self, prior, first):
-        units = self.app.units
-        if first:
-            self.do(INSTALL_UNITS, self.install_units, list(units.values()))
-            self.do(SWITCH_CURRENT, self.switch, prior)
-            self.do(START_MAIN, self.start_main_first)
-            self.do(GATE_MAIN, self.gate.wait, units["main"], self.app.probes["main"], self.release, self.settings)
-            swap_link(self.app.link("next"), self.release)
-            return
-        if self.strategy == "handover":
-            self.do(PREPARE_NEXT, self.prepare_next)
-            self.do(START_NEXT, self.start_weighted, units["next"])
-            self.do(GATE_NEXT, self.gate_weighted, units["next"], self.app.probes["next"])
-        self.do(SWITCH_CURRENT, self.switch, prior)
-        self.do(RESTART_MAIN, self.start_weighted, units["main"])
-        self.do(GATE_MAIN, self.gate_weighted, units["main"], self.app.probes["main"])
-        if self.strategy == "handover":
-            # Main serves: next drains its last requests (within graceful_timeout) on its own.
-            self.do(STOP_NEXT, self.systemd.stop_no_block, units["next"])
-        changed = self.sockets_changed(prior)
-        if changed or self.socket_files_drifted():
-            self.do(REPLACE_SOCKETS, self.replace_sockets, changed)
+    def switch_initial(self):
+        self.do(INSTALL, self.install_units)
+        self.do(SWITCH, self.switch)
+        self.do(START, self.start_first)
+        self.do(GATE, self.gate_idle)
 
-    def failed(self, exc, prior, first, summary, began):
-        """Put the host back, audit what happened and say it: the HandoverFailed to raise."""
-        failed_step = self.step
-        check = getattr(exc, "check", "systemd" if isinstance(exc, SystemdError) else "host")
-        instance = STEPS.get(failed_step, Step("", set())).instance
-        journal = self.systemd.journal(self.app.units[instance]) if instance else ""
-        revert_error = self.revert(prior, first)
-        summary.update(
-            result="revert_failed" if revert_error else ("failed" if first else "reverted"),
-            step=failed_step,
-            error=str(exc),
-            revert_error=revert_error,
-            steps=self.timings,
-            duration_s=round(self.clock() - began, 2),
-        )
-        self.record(summary)
-        return HandoverFailed(self.failure_message(summary, first), failed_step, check, journal, summary)
+    def switch_handover(self):
+        self.do(WAIT_DRAIN, self.wait_drained, self.idle)
+        self.do(PREPARE, self.prepare_idle)
+        self.do(START, self.start_weighted, self.app.units[self.idle])
+        self.do(GATE, self.gate_idle)
+        self.do(SWITCH, self.switch)
+        # The old slot stops accepting at once and drains on its own: the run does not wait for it.
+        self.do(DRAIN, self.systemd.stop_no_block, self.app.units[self.live])
+
+    def switch_upgrade(self):
+        self.do(PREPARE, self.prepare_idle)
+        self.do(START, self.start_weighted, self.app.units[self.idle])
+        self.do(GATE, self.gate_idle)
+        # The old units go before the link that replaces <app>.service's own file is made (once, on the path).
+        self.do(RETIRE, self.retire_legacy)
+        self.do(SWITCH, self.switch)
+
+    def switch_restart(self):
+        self.do(PREPARE, self.prepare_idle)
+        self.do(SWITCH, self.switch)
+        self.do(RESTART, self.start_weighted, self.app.units[self.idle])
+        self.do(GATE, self.gate_idle)
 
     def do(self, name, action, *args):
         self.step = name
@@ -249,28 +255,50 @@ class Handover:
         return result
 
     def reached(self):
-        return [pair[0] for pair in self.timings] + ([self.step] if self.step else [])
+        """The steps done, and the one that failed, in order."""
+        return [pair[0] for pair in self.timings] + ([self.step] if self.step and self.step not in self.done() else [])
 
-    def install_units(self, names):
-        changed = [name for name in names if self.set_unit(name)]
-        if changed:
-            self.systemd.daemon_reload()
-        self.systemd.enable(self.app.units["socket"], self.app.units["main_probe"], self.app.units["main"])
+    def done(self):
+        return [pair[0] for pair in self.timings]
 
-    def start_main_first(self):
+    # -- the steps --------------------------------------------------------------------
+
+    def wait_drained(self, slot):
+        """The idle slot may still drain the connections of the last handover: a host never has two draining
+        instances. Bounded by the slot's own stop deadline; past it (and a margin), what is left is killed."""
+        unit = self.app.units[slot]
+        if self.systemd.show(unit).get("ActiveState") not in RUNNING:
+            return 0.0
+        if not self.prior["slots"][slot]["draining"]:
+            # Left running by a run that died between start and switch: it serves, so it drains too.
+            self.systemd.stop_no_block(unit)
+        timeout = self.systemd.stop_timeout_s(unit) + DRAIN_MARGIN_S
+        return self.systemd.wait_stopped(unit, timeout, clock=self.clock, sleep=self.sleep)
+
+    def install_units(self):
+        """A first deploy: the socket, both slots and their probes, <app>.service linked to blue, enabled."""
         units = self.app.units
-        self.systemd.reset_failed(units["main"])
-        self.systemd.start(units["socket"], units["main_probe"])
-        self.systemd.start(units["main"])
+        for name in (units["socket"], *self.app.slot_units("blue"), *self.app.slot_units("green")):
+            self.set_unit(name)
+        swap_link(self.app.link(self.idle), self.release)
+        self.systemd.daemon_reload()
+        self.systemd.enable(units["socket"])
 
-    def prepare_next(self):
+    def start_first(self):
         units = self.app.units
-        swap_link(self.app.link("next"), self.release)
-        if self.set_unit(units["next"]) | self.set_unit(units["next_probe"]):
+        self.systemd.reset_failed(units[self.idle])
+        self.systemd.start(units["socket"])
+        self.systemd.start(units[self.idle])
+
+    def prepare_idle(self):
+        """The idle slot's link names the release and its units come from the new settings set."""
+        service, probe = self.app.slot_units(self.idle)
+        self.link_before = link_target(self.app.link(self.idle))
+        swap_link(self.app.link(self.idle), self.release)
+        if self.set_unit(service) | self.set_unit(probe):
             self.systemd.daemon_reload()
-        # An instance left running by an interrupted run is not the one we gate.
-        self.systemd.stop_for_good(units["next"], units["next_probe"])
-        self.systemd.reset_failed(units["next"], units["next_probe"])
+        if self.idle != self.live:
+            self.systemd.reset_failed(service, probe)
 
     def start_weighted(self, unit):
         # A starting instance imports the app on the cores that serve: it gets less CPU than the one serving
@@ -282,13 +310,88 @@ class Handover:
         if self.start_nice:
             self.systemd.renice(unit, self.start_nice)
 
-    def gate_weighted(self, unit, probe):
-        result = self.gate.wait(unit, probe, self.release, self.settings)
+    def gate_idle(self):
+        unit = self.app.units[self.idle]
+        result = self.gate.wait(unit, self.app.probes[self.idle], self.release, self.settings)
+        self.idle_served = True
         if self.start_cpu_weight:
             self.systemd.set_cpu_weight(unit, NORMAL_CPU_WEIGHT)
         if self.start_nice:
             self.systemd.renice(unit, 0)
         return result
+
+    def switch(self):
+        """Point current (and previous) at the release and <app>.service at the slot that runs it, together."""
+        prior = self.prior
+        if prior["current"] and prior["current"] != self.release:
+            swap_link(self.app.link("previous"), prior["current"])
+        swap_link(self.app.link("current"), self.release)
+        if self.app.live_slot() != self.idle:
+            self.point_app(self.idle)
+
+    def point_app(self, slot):
+        """<app>.service (and its place in the boot) names ``slot``: the socket starts it, systemctl shows it."""
+        units = self.app.units
+        point_link(self.app.unit_path(units["app"]), units[slot] if slot else "")
+        wants = os.path.join(self.app.unit_dir, WANTS, units["app"])
+        os.makedirs(os.path.dirname(wants), exist_ok=True)
+        point_link(wants, os.path.join("..", units["app"]) if slot else "")
+        self.systemd.daemon_reload()
+
+    def retire_legacy(self):
+        """The layout before slots: stop its temporary instance and probe, then <app>.service itself (its drain
+        is waited for, this once: its unit file is about to become the link to the live slot), and remove their
+        files. The link replaces the file in one rename, so <app>.service never goes missing in between."""
+        legacy, systemd = self.app.legacy_units, self.systemd
+        self.legacy_backup = {name: read_text(self.app.unit_path(name), default=None) for name in legacy.values()}
+        systemd.stop_for_good(legacy["next"], legacy["next_probe"])
+        timeout = systemd.stop_timeout_s(legacy["main"]) + DRAIN_MARGIN_S
+        systemd.stop_no_block(legacy["main"])
+        systemd.wait_stopped(legacy["main"], timeout, clock=self.clock, sleep=self.sleep)
+        systemd.stop_for_good(legacy["main_probe"])
+        # Its Also= takes the listening socket's enablement too: enabled again below.
+        systemd.disable(legacy["main"])
+        for name in (legacy["next"], legacy["next_probe"], legacy["main_probe"]):
+            path = self.app.unit_path(name)
+            if os.path.lexists(path):
+                os.unlink(path)
+        self.point_app(self.idle)
+        systemd.enable(self.app.units["socket"])
+
+    def sockets_changed(self):
+        """The listening socket, when this run reconfigures it: its unit in the settings set against the one of
+        the set the serving instance ran (what the socket was started from). A unit file edited by hand is not a
+        new configuration: it is rewritten, and only restarted when the settings change it. Where the old set is
+        unknown, the file on disk stands for it."""
+        prior = self.prior
+        ran = prior["serving"].get("settings") or prior["settings"]
+        name = self.app.units["socket"]
+        before = self.app.unit_in_settings(ran, name) if ran else ""
+        if not before:
+            before = read_text(self.app.unit_path(name), default=None)
+        return [name] if before != self.wanted_unit(name) else []
+
+    def socket_files_drifted(self):
+        name = self.app.units["socket"]
+        return read_text(self.app.unit_path(name), default=None) != self.wanted_unit(name)
+
+    def replace_sockets(self, changed):
+        """A listening socket cannot move under a running service: a changed one is replaced with a restart (which
+        restarts the live slot with it, Requires=); a file that only drifted is rewritten and loaded."""
+        units = self.app.units
+        self.set_unit(units["socket"])
+        self.systemd.daemon_reload()
+        if not changed:
+            return
+        # A draining slot would keep the old socket open: it ends first.
+        if self.live and self.live != self.idle:
+            self.systemd.stop_for_good(units[self.live])
+        # A restart, never a stop then a start: under load a connection starts the service during the stop, which
+        # cancels the stop job; a restart job absorbs that start.
+        self.socket_restarted = True
+        self.systemd.restart(units["socket"])
+        self.systemd.start(units[self.idle])
+        self.gate.wait(units[self.idle], self.app.probes[self.idle], self.release, self.settings)
 
     def after_switch_hook(self):
         # Part of the gate: a smoke test that fails takes the host back like a failed readiness check.
@@ -305,131 +408,146 @@ class Handover:
             show_output=self.hook_show_output,
         )
 
-    def switch(self, prior):
-        """Point current (and previous) at the release and main's unit at the settings, together."""
-        if prior["current"] and prior["current"] != self.release:
-            swap_link(self.app.link("previous"), prior["current"])
-        swap_link(self.app.link("current"), self.release)
-        if self.set_unit(self.app.units["main"]):
-            self.systemd.daemon_reload()
-
-    def sockets_changed(self, prior):
-        """The sockets this run reconfigures: their unit in the settings set against the one of the set main ran
-        (what the listening socket was started from). A unit file edited by hand is not a new configuration: it
-        is rewritten, and only restarted when the settings change it. Where the old set is unknown, the file on
-        disk stands for it."""
-        ran = prior["main"].get("settings") or prior["settings"]
-        changed = []
-        for name in (self.app.units["socket"], self.app.units["main_probe"]):
-            before = read_text(os.path.join(self.app.settings_dir(ran), "units", name), default=None) if ran else None
-            if before is None:
-                before = read_text(self.app.unit_path(name), default=None)
-            if before != self.wanted_unit(name):
-                changed.append(name)
-        return changed
-
-    def socket_files_drifted(self):
-        names = (self.app.units["socket"], self.app.units["main_probe"])
-        return any(read_text(self.app.unit_path(name), default=None) != self.wanted_unit(name) for name in names)
-
-    def replace_sockets(self, changed):
-        """Listening sockets cannot move under a running service: the changed ones are replaced with a restart;
-        files that only drifted are rewritten and loaded."""
-        units = self.app.units
-        for name in (units["socket"], units["main_probe"]):
-            self.set_unit(name)
-        self.systemd.daemon_reload()
-        if not changed:
-            return
-        # Next, draining since the switch, would keep the old listening socket open: it ends first.
-        self.systemd.stop_for_good(units["next"], units["next_probe"])
-        # A restart, never a stop then a start: under load a connection starts main during its stop, which
-        # cancels the stop job; a restart job absorbs that start. Restarting a socket restarts main with it
-        # (Requires=). Only what changed: a listening socket left alone queues connections meanwhile.
-        self.systemd.restart(*changed)
-        self.systemd.start(units["main"])
-        self.gate.wait(units["main"], self.app.probes["main"], self.release, self.settings)
-
     # -- going back -------------------------------------------------------------------
 
-    def revert(self, prior, first):
-        """Put links, unit files and units back as they were. Returns '' or what could not be restored."""
-        errors = []
-
-        def attempt(what, action, *args):
-            try:
-                action(*args)
-            except (SystemdError, GateFailed, OSError) as exc:
-                errors.append(f"{what}: {exc}")
-                return False
-            return True
-
-        if first:
-            self.uninstall(prior, attempt)
-            return "; ".join(errors)
-        undo = set().union(*(STEPS[name].undo for name in self.reached() if name in STEPS))
-        self.restore(prior, undo, attempt)
-        if errors:
-            # Main did not come back: leave next serving if it passed its gate, and say so.
-            if GATE_NEXT in [pair[0] for pair in self.timings]:
-                errors.append("{} keeps serving {}".format(self.app.units["next"], self.release))
-            return "; ".join(errors)
-        units, systemd = self.app.units, self.systemd
-        attempt(NEXT, systemd.stop_for_good, units["next"], units["next_probe"])
-        attempt("reset next", systemd.reset_failed, units["next"], units["next_probe"])
-        attempt("restore next", swap_link, self.app.link("next"), prior["next"] or prior["current"])
-        return "; ".join(errors)
-
-    def uninstall(self, prior, attempt):
-        """Going back from a first deploy: stopped while their unit files are still there to name them; then
-        the files go as they came. The listening socket first: its stop takes main and the probe socket in the
-        same transaction, so a connection queued on either cannot start main again in between."""
-        units, systemd = self.app.units, self.systemd
-        attempt(UNINSTALL, systemd.stop_for_good, units["socket"], units["main_probe"], units["main"])
-        attempt(
-            "reset failed units",
-            systemd.reset_failed,
-            units["main"],
-            units["next"],
-            units["socket"],
-            units["main_probe"],
+    def failed(self, exc, summary, began):
+        """Put the host back, audit what happened and say it: the HandoverFailed to raise."""
+        failed_step = self.step
+        check = getattr(exc, "check", "systemd" if isinstance(exc, SystemdError) else "host")
+        instance = {"idle": self.idle, "live": self.live}.get(STEPS.get(failed_step, Step("", None)).instance, "")
+        unit = self.app.units.get(instance) if instance else ""
+        if failed_step == RETIRE:
+            unit = self.app.legacy_units["main"]
+        journal = self.systemd.journal(unit) if unit else ""
+        first = summary["strategy"] == "initial"
+        revert_error = self.revert()
+        summary.update(
+            result="revert_failed" if revert_error else ("failed" if first else "reverted"),
+            step=failed_step,
+            error=str(exc),
+            revert_error=revert_error,
+            steps=self.timings,
+            duration_s=round(self.clock() - began, 2),
         )
-        attempt("disable the units", systemd.disable, units["main"], units["main_probe"], units["socket"])
-        attempt(LINKS, self.restore_links, prior)
-        if self.restore_units():
-            attempt("reload systemd", systemd.daemon_reload)
-        attempt("restore next", swap_link, self.app.link("next"), prior["next"])
+        self.record(summary)
+        return HandoverFailed(self.failure_message(summary, first), failed_step, check, journal, summary)
 
-    def restore(self, prior, undo, attempt):
-        units, systemd, sockets = self.app.units, self.systemd, [self.app.units["socket"], self.app.units["main_probe"]]
-        attempt(LINKS, self.restore_links, prior)
-        if SOCKETS in undo:
-            attempt("restore socket units", self.restore_units, sockets)
-        if self.restore_units():
-            attempt("reload systemd", systemd.daemon_reload)
-        if SOCKETS in undo:
-            # Restarts main with them (as in replace_sockets); the gated restart below brings it back on prior.
-            attempt(SOCKETS, systemd.restart, *sockets)
-        if MAIN in undo:
-            # Next (when healthy) still serves the socket while main comes back.
-            attempt("reset main", systemd.reset_failed, units["main"])
-            if self.start_cpu_weight:
-                attempt("restore the CPU weight", systemd.set_cpu_weight, units["main"], NORMAL_CPU_WEIGHT)
-            if attempt(MAIN, systemd.restart, units["main"]):
-                attempt(
-                    "gate main on " + (prior["current"] or "nothing"),
-                    self.gate.wait,
-                    units["main"],
-                    self.app.probes["main"],
-                    prior["current"],
-                    prior["settings"],
-                )
+    def revert(self):
+        """Undo the steps reached, last first. Returns '' or what could not be restored."""
+        self.errors = []
+        for name in reversed(self.reached()):
+            undo = STEPS.get(name, Step("", None)).undo
+            if undo:
+                getattr(self, undo)()
+        return "; ".join(self.errors)
 
-    def restore_links(self, prior):
-        if link_target(self.app.link("current")) != prior["current"]:
-            swap_link(self.app.link("current"), prior["current"])
-        if link_target(self.app.link("previous")) != prior["previous"]:
-            swap_link(self.app.link("previous"), prior["previous"])
+    def attempt(self, what, action, *args):
+        try:
+            action(*args)
+        except (SystemdError, GateFailed, OSError) as exc:
+            self.errors.append(f"{what}: {exc}")
+            return False
+        return True
+
+    def uninstall(self):
+        """Going back from a first deploy: stopped while their unit files are still there to name them (the
+        listening socket first: its stop takes the slot with it, Requires=), then the files go as they came."""
+        units, systemd = self.app.units, self.systemd
+        self.attempt("stop the units", systemd.stop_for_good, units["socket"], *self.app.slot_units(self.idle))
+        self.attempt("reset failed units", systemd.reset_failed, units[self.idle], units["socket"])
+        self.attempt("disable the socket", systemd.disable, units["socket"])
+        self.attempt("restore the links", self.restore_links)
+        self.attempt("remove the app's unit link", self.point_app, "")
+        if self.restore_units():
+            self.attempt("reload systemd", systemd.daemon_reload)
+        self.attempt("restore the slot link", swap_link, self.app.link(self.idle), "")
+
+    def unprepare(self):
+        service, probe = self.app.slot_units(self.idle)
+        self.attempt("restore the idle slot's units", self.restore_units, [service, probe])
+        self.attempt("reload systemd", self.systemd.daemon_reload)
+        self.attempt("restore the idle slot's link", swap_link, self.app.link(self.idle), self.link_before)
+
+    def stop_idle(self):
+        """The new slot goes: at once when it never served; drained (in the background) when it did."""
+        service, probe = self.app.slot_units(self.idle)
+        if self.idle == self.live:
+            return
+        if self.idle_served:
+            self.attempt("drain the new slot", self.systemd.stop_no_block, service)
+        else:
+            self.attempt("stop the new slot", self.systemd.stop_for_good, service, probe)
+            self.attempt("reset the new slot", self.systemd.reset_failed, service, probe)
+
+    def unswitch(self):
+        self.attempt("restore current and previous", self.restore_links)
+        if self.app.live_slot() != (self.prior["live_slot"] or ""):
+            back = self.prior["live_slot"] if self.prior["live_slot"] in SLOTS else ""
+            self.attempt("restore the app's unit link", self.point_app, back)
+
+    def undrain(self):
+        """The old slot was told to drain: it starts again (once its stop ended) on what it ran, gated."""
+        self.bring_back(self.live)
+
+    def restart_back(self):
+        """A restart in place that failed: the live slot restarts on what it ran (undo of prepare restores the
+        files first, since undos run last step first: here they are restored before the start)."""
+        service, probe = self.app.slot_units(self.idle)
+        self.attempt("restore the slot's units", self.restore_units, [service, probe])
+        self.attempt("restore the slot's link", swap_link, self.app.link(self.idle), self.prior["current"])
+        self.attempt("reload systemd", self.systemd.daemon_reload)
+        self.attempt("restore the links", self.restore_links)
+        self.bring_back(self.idle)
+
+    def bring_back(self, slot):
+        unit = self.app.units[slot]
+        self.attempt("reset " + unit, self.systemd.reset_failed, unit)
+        if self.start_cpu_weight:
+            self.attempt("restore the CPU weight", self.systemd.set_cpu_weight, unit, NORMAL_CPU_WEIGHT)
+        # A restart: the slot may still be stopping (a drain), or running something else (a restart in place).
+        if self.attempt("start " + unit, self.systemd.restart, unit):
+            self.attempt(
+                "gate {} on {}".format(unit, self.prior["current"] or "nothing"),
+                self.gate.wait,
+                unit,
+                self.app.probes[slot],
+                self.prior["current"],
+                self.prior["settings"],
+            )
+
+    def unretire(self):
+        """Back to the layout before slots: its unit files, loaded, and its main instance started and gated."""
+        legacy = self.app.legacy_units
+        self.attempt("remove the app's unit link", self.point_app, "")
+        for name, text in self.legacy_backup.items():
+            if text is not None:
+                self.attempt("restore " + name, write_atomic, self.app.unit_path(name), text, 0o644)
+        self.attempt("reload systemd", self.systemd.daemon_reload)
+        self.attempt("enable " + legacy["main"], self.systemd.enable, legacy["main"])
+        if self.attempt("start " + legacy["main"], self.systemd.restart, legacy["main"]):
+            self.attempt(
+                "gate " + legacy["main"],
+                self.gate.wait,
+                legacy["main"],
+                self.app.legacy_probes["main"],
+                self.prior["current"],
+                self.prior["settings"],
+            )
+
+    def restore_sockets(self):
+        name = self.app.units["socket"]
+        if not self.restore_units([name]):
+            return
+        self.attempt("reload systemd", self.systemd.daemon_reload)
+        if self.socket_restarted:
+            # Restarts the slots with it; the undos after this one start the slot that served, gated.
+            self.attempt("restart " + name, self.systemd.restart, name)
+
+    def restore_links(self):
+        if link_target(self.app.link("current")) != self.prior["current"]:
+            swap_link(self.app.link("current"), self.prior["current"])
+        if link_target(self.app.link("previous")) != self.prior["previous"]:
+            swap_link(self.app.link("previous"), self.prior["previous"])
 
     # -- telling about it -------------------------------------------------------------
 
@@ -441,6 +559,7 @@ class Handover:
         "change",
         "reasons",
         "strategy",
+        "slot",
         "result",
         "step",
         "error",

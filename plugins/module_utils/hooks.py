@@ -20,7 +20,7 @@ import re
 import secrets
 import time
 
-from ansible_collections.asgi.deploy.plugins.module_utils.host import audit, read_text
+from ansible_collections.asgi.deploy.plugins.module_utils.host import audit
 from ansible_collections.asgi.deploy.plugins.module_utils.process import as_app, systemd_run, tail
 
 FINISHED = re.compile(r"^Finished with result: (\S+)", re.M)
@@ -63,8 +63,8 @@ def run_hook(
 ):
     """Run the hook; audit it; raise HookFailed when it fails (its output's last lines when safe to show)."""
     release_dir = app.release_dir(release)
-    unit = read_text(os.path.join(app.settings_dir(settings), "units", app.units["next"]), default=None)
-    if unit is None:
+    unit = app.unit_in_settings(settings)
+    if not unit:
         raise HookFailed(f"hook {name}: settings set {settings} is not staged on this host", {"hook": name})
     if not os.path.isfile(os.path.join(release_dir, "release.json")):
         raise HookFailed(f"hook {name}: release {release} is not built on this host", {"hook": name})

@@ -5,14 +5,18 @@
 Layout (``base`` is ``/srv`` by default)::
 
     <base>/<app>/releases/<id>/{venv,dist,requirements.txt,release.json}
-    <base>/<app>/current, previous, next   relative links to releases/<id>
+    <base>/<app>/current, previous         relative links to releases/<id>: the live release, the one before
+    <base>/<app>/blue, green               relative links to releases/<id>: what each slot runs
     <base>/<app>/wheels/<key>/             offline wheelhouses
     <base>/<app>/tools/uv-<version>/uv
     <base>/<app>/deploy.lock               JSON: who holds the host
     <base>/<app>/deploys.log               JSON lines: the audit log (0640)
-    <base>/<app>/deployed-settings.sha256  the settings main runs with
+    <base>/<app>/deployed-settings.sha256  the settings the live slot runs with
     /etc/asgi-deploy/<app>/settings/<id>/  one immutable settings set
     /etc/asgi-deploy/<app>/settings.key    root-only key the settings ids are keyed with
+    /etc/systemd/system/<app>.socket       the listening socket both slots serve
+    /etc/systemd/system/<app>-{blue,green}.service, <app>-{blue,green}-probe.socket   the two slots
+    /etc/systemd/system/<app>.service      a link to the live slot's unit: the app's one name
     /run/asgi-deploy-<app>.lock            the host flock: one build, hook or handover at a time
     /usr/local/bin/asgi-<app>              the app's console (python, a shell or a command as the app runs)
 
@@ -30,8 +34,20 @@ import time
 
 AUDIT_MAX_BYTES = 4 * 1024 * 1024
 AUDIT_MODE = 0o640
-# Suffixes of an app's own unit names: an app named like another app's unit would take it over.
-UNIT_SUFFIXES = ("-next", "-probe", "-next-probe")
+# The two symmetric instances of an app: one serves (the live slot), the other starts the next release.
+SLOTS = ("blue", "green")
+# Suffixes of an app's own unit names (the layout before slots' too): an app named like another app's unit would
+# take it over.
+UNIT_SUFFIXES = ("-blue", "-green", "-blue-probe", "-green-probe", "-next", "-probe", "-next-probe")
+
+
+# The hooks a run may start on a host, each its own unit per app (App.hook_unit).
+HOOKS = ("before_switch", "after_switch", "after_deploy", "rollback_before_switch", "exec")
+
+
+def other_slot(slot):
+    """The slot that is not ``slot`` (blue when there is none yet)."""
+    return "green" if slot == "blue" else "blue"
 
 
 def app_argument_spec(**more):
@@ -76,16 +92,21 @@ class App:
         self.unit_dir = unit_dir
         self.run_dir = run_dir
         self.units = {
+            # The app's one name: a link to the live slot's unit (systemctl status <app>, the socket, the boot).
+            "app": name + ".service",
+            "socket": name + ".socket",
+            **{slot: f"{name}-{slot}.service" for slot in SLOTS},
+            **{f"{slot}_probe": f"{name}-{slot}-probe.socket" for slot in SLOTS},
+        }
+        self.probes = {slot: os.path.join(run_dir, f"{name}-{slot}-probe.sock") for slot in SLOTS}
+        # The layout before slots (0.2): a host on it is moved to slots by its next handover.
+        self.legacy_units = {
             "main": name + ".service",
             "next": name + "-next.service",
-            "socket": name + ".socket",
             "main_probe": name + "-probe.socket",
             "next_probe": name + "-next-probe.socket",
         }
-        self.probes = {
-            "main": os.path.join(run_dir, name + "-probe.sock"),
-            "next": os.path.join(run_dir, name + "-next-probe.sock"),
-        }
+        self.legacy_probes = {"main": os.path.join(run_dir, name + "-probe.sock")}
 
     def link(self, which):
         return os.path.join(self.root, which)
@@ -103,12 +124,43 @@ class App:
         """One name per app and hook: systemd refuses to start a second one while the first runs."""
         return f"asgi-hook-{self.name}-{hook.replace('_', '-')}.service"
 
+    def hook_units(self):
+        """Every hook unit of this app, by its exact name: never a pattern another app's units could match."""
+        return [self.hook_unit(hook) for hook in HOOKS]
+
+    def all_units(self):
+        """Every unit file this app may have on a host, the layout before slots' included."""
+        return list(dict.fromkeys([*self.units.values(), *self.legacy_units.values()]))
+
+    def slot_units(self, slot):
+        """The slot's service and its private probe socket."""
+        return self.units[slot], self.units[f"{slot}_probe"]
+
+    def unit_in_settings(self, settings, name=None):
+        """A unit file of a settings set ('' when the set or the unit is not there). Without ``name``, the blue
+        slot's service: what a hook, a build step or an import check takes the app's user, environment and sandbox
+        from (the slots' units differ only in their slot)."""
+        return read_text(os.path.join(self.settings_dir(settings), "units", name or self.units["blue"]), default="")
+
+    def live_slot(self):
+        """The slot ``<app>.service`` links to; "legacy" when it is a unit file of its own (the layout before
+        slots); "" when there is none."""
+        path = self.unit_path(self.units["app"])
+        try:
+            target = os.readlink(path)
+        except FileNotFoundError:
+            return ""
+        except OSError:
+            return "legacy" if os.path.isfile(path) else ""
+        return next((slot for slot in SLOTS if os.path.basename(target) == self.units[slot]), "")
+
     def layout(self):
         """Names and paths the roles' templates use: this class is their one owner."""
         return {
             "root": self.root,
             "units": dict(self.units),
             "probes": dict(self.probes),
+            "slots": list(SLOTS),
             "settings_root": self.settings_root,
         }
 
@@ -150,14 +202,21 @@ def link_target(path):
 def swap_link(path, release_id):
     """Point ``path`` at ``releases/<id>`` by renaming a new link over it (atomic);
     an empty id removes the link."""
-    if not release_id:
+    point_link(path, os.path.join("releases", release_id) if release_id else "")
+
+
+def point_link(path, target):
+    """Make ``path`` a link to ``target`` by renaming a new link over it (atomic); an empty target removes it.
+    Only ever a link of ours in a root-only directory: the temporary name is made with symlink(), which fails
+    rather than follow anything that is already there."""
+    if not target:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
     tmp = f"{path}.tmp-{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    os.symlink(os.path.join("releases", release_id), tmp)
+    os.symlink(target, tmp)
     os.replace(tmp, path)
 
 

@@ -12,6 +12,7 @@ import os
 
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import SETTINGS_ENV
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
+    SLOTS,
     deploy_history,
     flock_holder,
     free_mb,
@@ -23,29 +24,35 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     read_text,
 )
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import read_lock
+from ansible_collections.asgi.deploy.plugins.module_utils.systemd import RUNNING
 
-RUNNING = ("active", "activating", "reloading", "deactivating")
 # The settings a host with no settings key yet is to run: different from whatever it runs.
 NEW_SETTINGS = "new"
 
 
-def instance(app, systemd, which):
-    props = systemd.show(app.units[which])
+def instance(systemd, unit, live=False):
+    """One instance as systemd and /proc see it: its state, and the release and settings its main PID runs."""
+    props = systemd.show(unit)
     pid = props.get("MainPID", 0)
-    return {
-        "unit": app.units[which],
+    active = props.get("ActiveState", "")
+    found = {
+        "unit": unit,
+        "live": live,
         "loaded": props.get("LoadState") == "loaded",
-        "active": props.get("ActiveState", ""),
+        "active": active,
         "sub": props.get("SubState", ""),
         "result": props.get("Result", ""),
         "pid": pid,
         "restarts": props.get("NRestarts", 0),
-        "enabled": props.get("UnitFileState", ""),
         "need_reload": props.get("NeedDaemonReload") == "yes",
         "invocation": props.get("InvocationID", ""),
         "release": systemd.release_of(pid),
         "settings": systemd.environ_of(pid).get(SETTINGS_ENV, ""),
+        # An instance that is not live and still has processes is draining the connections it had.
+        "draining": not live and active == "deactivating",
     }
+    found["connections"] = systemd.connections_of(pid) if active in RUNNING else 0
+    return found
 
 
 def interpreter_ok(app, release_id):
@@ -64,8 +71,13 @@ def read_state(app, systemd, run, python="/usr/bin/python3", now=None, full=True
     """The host as a run sees it. ``full=False`` reads only what a handover decides on."""
     current = link_target(app.link("current"))
     manifest = read_manifest(app, current) if current else None
-    main, nxt = instance(app, systemd, "main"), instance(app, systemd, "next")
-    sockets = [systemd.show(app.units[name]) for name in ("socket", "main_probe", "next_probe")]
+    live_slot = app.live_slot()
+    slots = {slot: instance(systemd, app.units[slot], live=slot == live_slot) for slot in SLOTS}
+    legacy = {}
+    if live_slot == "legacy":
+        legacy = {which: instance(systemd, app.legacy_units[which], live=which == "main") for which in ("main", "next")}
+    serving = slots.get(live_slot) or legacy.get("main") or {}
+    socket_units = [app.units["socket"]] + [app.units[f"{slot}_probe"] for slot in SLOTS]
     state = {
         "app": app.name,
         "root": app.root,
@@ -74,19 +86,21 @@ def read_state(app, systemd, run, python="/usr/bin/python3", now=None, full=True
         "live_version": (manifest or {}).get("version", ""),
         "current": current,
         "previous": link_target(app.link("previous")),
-        "next": link_target(app.link("next")),
         "settings": read_text(app.applied).strip(),
-        "main": main,
-        "next_instance": nxt,
-        "units_installed": os.path.isfile(app.unit_path(app.units["main"])),
+        # blue, green; "legacy" for the layout before slots; "" when nothing was installed.
+        "live_slot": live_slot,
+        "slots": {slot: {**slots[slot], "link": link_target(app.link(slot))} for slot in SLOTS},
+        "serving": serving,
+        "legacy": legacy,
+        "units_installed": bool(live_slot),
         # Unit files changed on disk that systemd has not loaded (a daemon-reload was missed).
-        "reload_needed": [i["unit"] for i in (main, nxt) if i["need_reload"]]
-        + [props.get("Id", "") for props in sockets if props.get("NeedDaemonReload") == "yes"],
+        "reload_needed": [i["unit"] for i in (*slots.values(), *legacy.values()) if i["need_reload"]]
+        + [unit for unit in socket_units if systemd.show(unit).get("NeedDaemonReload") == "yes"],
         "live_interpreter": bool(manifest is None or interpreter_ok(app, current)),
         "lock": read_lock(app, now),
         # A build, hook or handover running right now (say, left running by a controller that died).
         "busy": flock_holder(app),
-        "hooks_running": systemd.running(f"asgi-hook-{app.name}-*"),
+        "hooks_running": systemd.running(*app.hook_units()),
     }
     if full:
         kept, unfinished = list_releases(app)
@@ -110,13 +124,18 @@ def read_state(app, systemd, run, python="/usr/bin/python3", now=None, full=True
 def interrupted(state):
     """Signs that a run stopped in the middle of a handover (empty when there are none)."""
     signs = []
-    nxt, main = state["next_instance"], state["main"]
-    if nxt["active"] in RUNNING:
-        signs.append(
-            "the temporary instance {} is running (release {})".format(nxt["unit"], nxt["release"] or "unknown")
-        )
-    if main["active"] == "active" and main["release"] and state["current"] and main["release"] != state["current"]:
-        signs.append("{} runs {} but current points at {}".format(main["unit"], main["release"], state["current"]))
+    serving = state["serving"]
+    for slot in state["slots"].values():
+        if not slot["live"] and slot["active"] in ("active", "activating", "reloading"):
+            signs.append(
+                "{} is running (release {}) but is not the live slot".format(slot["unit"], slot["release"] or "unknown")
+            )
+    nxt = state["legacy"].get("next")
+    if nxt and nxt["active"] in RUNNING:
+        signs.append(f"the temporary instance {nxt['unit']} is running (release {nxt['release'] or 'unknown'})")
+    runs, current = serving.get("release"), state["current"]
+    if serving.get("active") == "active" and runs and current and runs != current:
+        signs.append(f"{serving['unit']} runs {runs} but current points at {current}")
     if state["current"] and not state["live"]:
         signs.append("current points at {}, which is not a finished release".format(state["current"]))
     return signs
@@ -125,14 +144,15 @@ def interrupted(state):
 def drift(state):
     """Ways the host differs from what its last run left, though the links say it runs the release."""
     found = []
-    main = state["main"]
-    if main["active"] == "failed" or main["sub"] == "auto-restart":
-        found.append("{} has failed".format(main["unit"]))
-    if main["active"] == "active" and main["settings"] and state["settings"] and main["settings"] != state["settings"]:
+    serving = state["serving"]
+    if state["live_slot"] == "legacy":
+        found.append("{} runs the layout before slots (it moves to {})".format(serving["unit"], " and ".join(SLOTS)))
+    if serving.get("active") == "failed" or serving.get("sub") == "auto-restart":
+        found.append("{} has failed".format(serving["unit"]))
+    applied = state["settings"]
+    if serving.get("active") == "active" and serving.get("settings") and applied and serving["settings"] != applied:
         found.append(
-            "{} runs settings {} but {} were applied".format(
-                main["unit"], main["settings"][:12], state["settings"][:12]
-            )
+            "{} runs settings {} but {} were applied".format(serving["unit"], serving["settings"][:12], applied[:12])
         )
     if state.get("reload_needed"):
         found.append("unit files changed on disk but not loaded: {}".format(", ".join(state["reload_needed"])))

@@ -30,9 +30,11 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text,
 from ansible_collections.asgi.deploy.plugins.module_utils.process import systemd_run
 
 DIGEST = re.compile(r"^[0-9a-f]{16,64}$")
-# systemd-analyze verify checks that ExecStart exists; the release provides it, and may not be built yet.
+# systemd-analyze verify checks that ExecStart exists (the release provides it, and may not be built yet), and that
+# the socket's service is there (<app>.service, the link to the live slot, is made by the first handover).
 NOT_YET_THERE = re.compile(
     r"Command .* is not executable|Failed to create .* Invalid argument$|Unit .*\.service not found"
+    r"|service \S+\.service not loaded, socket cannot be started"
 )
 # systemd only warns about a misspelt or malformed directive (and exits 0): it would run without it.
 IGNORED = re.compile(r"ignoring|Unknown (key|section)|Failed to parse", re.IGNORECASE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 UNIT_PROPERTIES = (
     "Id",
@@ -22,7 +23,12 @@ UNIT_PROPERTIES = (
     "InvocationID",
     "UnitFileState",
     "NeedDaemonReload",
+    "TimeoutStopUSec",
 )
+# States in which a unit still has processes.
+RUNNING = ("active", "activating", "reloading", "deactivating")
+# Established TCP (/proc/net/tcp st 01) and connected Unix stream sockets (/proc/net/unix St 03).
+TCP_ESTABLISHED, UNIX_CONNECTED = "01", "03"
 
 
 class SystemdError(Exception):
@@ -48,11 +54,13 @@ class Systemd:
         props["NRestarts"] = int(props.get("NRestarts") or 0)
         return props
 
-    def running(self, pattern):
-        """Units matching ``pattern`` that are loaded and not dead (transient hook units, say)."""
-        out = self._run("systemctl", "list-units", "--plain", "--no-legend", "--all", pattern, check=False)
+    def running(self, *units):
+        """Which of ``units`` (exact names) are loaded and not dead (transient hook units, say)."""
+        if not units:
+            return []
+        out = self._run("systemctl", "list-units", "--plain", "--no-legend", "--all", *units, check=False)
         rows = [line.split() for line in out.splitlines()]
-        return [row[0] for row in rows if len(row) > 2 and row[2] in ("active", "activating", "deactivating")]
+        return [row[0] for row in rows if len(row) > 2 and row[2] in RUNNING and row[0] in units]
 
     def daemon_reload(self):
         self._run("systemctl", "daemon-reload")
@@ -86,6 +94,28 @@ class Systemd:
     def disable(self, *units):
         self._run("systemctl", "disable", "--quiet", *units, check=False)
 
+    def kill(self, unit):
+        """SIGKILL every process of ``unit``: ends a drain past its deadline."""
+        self._run("systemctl", "kill", "--signal=SIGKILL", unit, check=False)
+
+    def wait_stopped(self, unit, timeout_s, clock=time.monotonic, sleep=time.sleep):
+        """Wait until ``unit`` has no processes left (a drain ended); past ``timeout_s`` kill what is left.
+        Returns the seconds waited."""
+        began = clock()
+        killed = False
+        while self.show(unit).get("ActiveState") in RUNNING:
+            if clock() - began > timeout_s:
+                if killed:
+                    raise SystemdError(f"{unit} still runs {timeout_s:.0f}s after it was told to stop, and a kill")
+                self.kill(unit)
+                killed, began = True, clock()
+            sleep(0.1)
+        return round(clock() - began, 2)
+
+    def stop_timeout_s(self, unit):
+        """The unit's own stop deadline (TimeoutStopSec), in seconds."""
+        return parse_usec(self.show(unit).get("TimeoutStopUSec", "")) or 90.0
+
     def set_cpu_weight(self, unit, weight):
         # --runtime: gone at the next boot, like the start it tunes.
         self._run("systemctl", "set-property", "--runtime", unit, f"CPUWeight={weight}", check=False)
@@ -98,6 +128,33 @@ class Systemd:
         for each in [pid, *self.descendants(pid)] if pid else []:
             with contextlib.suppress(OSError):  # gone meanwhile
                 os.setpriority(os.PRIO_PROCESS, each, niceness)
+
+    def connections_of(self, pid):
+        """Open client connections (established TCP, connected Unix stream) held by ``pid`` and its children: what
+        a draining instance still serves."""
+        if not pid:
+            return 0
+        inodes = set()
+        for each in [pid, *self.descendants(pid)]:
+            fds = os.path.join(self.proc, str(each), "fd")
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(fds):
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(os.path.join(fds, fd))
+                        if target.startswith("socket:["):
+                            inodes.add(target[8:-1])
+        return len(inodes & self._connected_sockets())
+
+    def _connected_sockets(self):
+        found = set()
+        for name, state_col, inode_col, wanted in (("tcp", 3, 9, TCP_ESTABLISHED), ("tcp6", 3, 9, TCP_ESTABLISHED),
+                                                   ("unix", 5, 6, UNIX_CONNECTED)):  # fmt: skip
+            with contextlib.suppress(OSError), open(os.path.join(self.proc, "net", name), encoding="utf-8") as stream:
+                for line in stream.readlines()[1:]:
+                    cols = line.split()
+                    if len(cols) > inode_col and cols[state_col] == wanted:
+                        found.add(cols[inode_col])
+        return found
 
     def descendants(self, pid):
         children = {}
@@ -142,3 +199,17 @@ class Systemd:
             return {}
         pairs = (item.decode("utf-8", "replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
         return dict(pairs)
+
+
+def parse_usec(text):
+    """systemctl's time spans ("1min 30s", "20s", "500ms", "infinity") in seconds (0.0 when unreadable)."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
+    total = 0.0
+    for word in str(text).split():
+        number = word.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = word[len(number) :] or "s"
+        try:
+            total += float(number) * units[unit]
+        except (ValueError, KeyError):
+            return 0.0
+    return total

@@ -11,11 +11,19 @@ short_description: Switch an app on a host to a release and a settings set, heal
 version_added: 0.2.0
 description:
   - The whole per-host switch as one state machine, in one round trip.
-  - With O(strategy=handover) - start C(<app>-next.service) from the release with the new settings on the shared
-    socket, gate it, point C(current) at the release (C(previous) at the one before) and main's unit at the settings,
-    restart C(<app>.service) while next serves, gate it, stop next.
-  - With O(strategy=restart) - switch C(current), restart main, gate it (requests wait in the socket backlog).
-  - On a host that runs nothing, installs and enables the units, switches C(current), starts main and gates it.
+  - Two symmetric instances, the slots C(<app>-blue.service) and C(<app>-green.service), share the app's listening
+    socket; C(<app>.service) is a link to the live one, so C(systemctl status <app>), the socket's activation and the
+    boot always name the slot that serves.
+  - With O(strategy=handover) - start the idle slot from the release with the new settings on the shared socket, gate
+    it, point C(current) at the release (C(previous) at the one before) and C(<app>.service) at that slot, and tell the
+    old slot to drain. The new release starts once; the old slot stops accepting at once, closes its WebSockets with
+    code 1012 and drains its other connections in the background within C(asgi_drain_timeout), while the rollout goes
+    on. A handover that finds the idle slot still draining waits for it (bounded by its stop deadline, then kills it).
+  - With O(strategy=restart) - switch C(current), restart the live slot in place, gate it (requests wait in the socket
+    backlog).
+  - On a host that runs nothing, installs the units, switches C(current), starts the blue slot and gates it.
+  - On a host of the layout before slots (C(<app>.service) and C(<app>-next.service)), starts and gates a slot, stops
+    the old units (their drain waited for, once), removes them and links C(<app>.service) to the slot.
   - Whether the host needs a change is the one assessment M(asgi.deploy.state) also reports (RV(reasons)) - a new
     release or settings, a failed or interrupted instance, main running other settings than the ones applied, unit
     files systemd has not loaded (they are loaded first), a venv whose interpreter is gone.
@@ -23,9 +31,9 @@ description:
     crash, fails at once on an answer only configuration explains (a redirect, 400, 404, naming the likely cause),
     and checks from systemd and C(/proc) which release (the main PID's working directory) and which settings (its
     C(ASGI_SETTINGS_DIGEST)) the instance runs. O(check_version=true) also asks the app's C(/version).
-  - On any failure the host is put back exactly as it was (C(current), C(previous), C(next), unit files, units
-    reset and running, next stopped) and the module fails naming the step, the check and the journal tail. A failed
-    first deploy leaves the units stopped.
+  - On any failure the host is put back exactly as it was (C(current), C(previous), the slot links, C(<app>.service),
+    unit files; the old slot serving, the new one stopped) and the module fails naming the step, the check and the
+    journal tail. A failed gate leaves the old slot untouched. A failed first deploy leaves the units stopped.
   - The switch runs detached from the SSH session - a controller that dies (whatever its pipelining or become
     settings) never leaves a host half switched - and under the host flock, so the next run waits for it.
   - Appends one JSON line per handover (success or not) to C(<base>/<app>/deploys.log), in one write.
@@ -44,7 +52,9 @@ options:
     type: str
     required: true
   strategy:
-    description: C(handover) (temporary instance on the shared socket) or a plain socket-activated C(restart).
+    description:
+      - C(handover) (the idle slot started on the shared socket, the old one drained) or a socket-activated C(restart)
+        of the live slot in place.
     type: str
     choices: [handover, restart]
     default: handover
@@ -133,8 +143,14 @@ reasons:
   type: list
   elements: str
 strategy:
-  description: The strategy used - C(handover), C(restart) or C(initial); empty when nothing changed.
+  description:
+    - The strategy used - C(handover), C(restart), C(initial) or C(upgrade) (from the layout before slots); empty when
+      nothing changed.
   returned: always
+  type: str
+slot:
+  description: The slot that runs the release now (C(blue) or C(green)).
+  returned: when changed
   type: str
 from:
   description: The release the host ran before (empty on a first deploy).
@@ -174,7 +190,7 @@ step:
 check:
   description:
     - The check that failed - C(start), C(readiness), C(configuration), C(release), C(settings), C(version),
-      C(systemd), C(host), C(lock) or C(busy).
+      C(systemd) (a drain that would not end included), C(host), C(lock) or C(busy).
   returned: on failure
   type: str
 error:

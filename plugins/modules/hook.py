@@ -106,14 +106,20 @@ duration_s:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.hooks import HookFailed, run_hook
-from ansible_collections.asgi.deploy.plugins.module_utils.host import RUN_ARGUMENT_SPEC, App, Busy, app_argument_spec
+from ansible_collections.asgi.deploy.plugins.module_utils.host import (
+    HOOKS,
+    RUN_ARGUMENT_SPEC,
+    App,
+    Busy,
+    app_argument_spec,
+)
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import NotLocked, holding
 
 
 def main():
     module = AnsibleModule(
         argument_spec=app_argument_spec(
-            name=dict(type="str", required=True),
+            name=dict(type="str", required=True, choices=list(HOOKS)),
             command=dict(type="str", required=True),
             release=dict(type="str", required=True),
             settings=dict(type="str", required=True),

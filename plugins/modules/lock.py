@@ -18,7 +18,7 @@ description:
     only if that run still holds it, so of two runs taking over one dead run exactly one wins. A C(force_unlock)
     line naming the previous holder goes to the audit log (C(<base>/<app>/deploys.log)).
   - A run releases only its own lock; O(force) clears the named run's lock, or anyone's with C(all).
-  - Once the lock is taken, a deploy hook a dead run left running (C(asgi-hook-<app>-*)) is waited for, or stopped
+  - Once the lock is taken, a deploy hook a dead run left running (C(asgi-hook-<app>-<hook>)) is waited for, or stopped
     with O(stop_hooks), so that no migration ever runs beside another.
   - With O(state=present), also returns the host's state read under the lock (see M(asgi.deploy.state)), with the
     id of the settings set the host is to run.
@@ -200,7 +200,7 @@ ARGUMENT_SPEC = app_argument_spec(
 def settle_hooks(app, systemd, stop, wait_s, clock=time.monotonic, sleep=time.sleep):
     """Hooks a dead run left running end before this run starts its own: stopped when the user took the dead
     run's lock over, else waited for (each stops at its own time limit). Returns the units stopped."""
-    running = systemd.running(f"asgi-hook-{app.name}-*")
+    running = systemd.running(*app.hook_units())
     if running and stop:
         systemd.stop_for_good(*running)
         return running
@@ -209,7 +209,7 @@ def settle_hooks(app, systemd, stop, wait_s, clock=time.monotonic, sleep=time.sl
         if clock() > deadline:
             raise Busy(f"hooks of an earlier run are still running after {wait_s}s: {', '.join(running)}")
         sleep(1.0)
-        running = systemd.running(f"asgi-hook-{app.name}-*")
+        running = systemd.running(*app.hook_units())
     return []
 
 

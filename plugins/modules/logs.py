@@ -10,7 +10,8 @@ module: logs
 short_description: Read an app's journal on a host - both instances and its hooks - for a merged view across hosts
 version_added: 0.2.0
 description:
-  - Reads the journal of C(<app>.service), C(<app>-next.service) and the app's deploy hooks (C(asgi-hook-<app>-*)),
+  - Reads the journal of both slots (C(<app>-blue.service), C(<app>-green.service)) and the app's deploy hooks
+    (C(asgi-hook-<app>-<hook>)),
     since a time, keeping the lines that match a pattern, at most a number of lines (the newest).
   - Returns each entry with its time (microseconds since the epoch), unit and message, so that the controller can
     merge the hosts in time order (the C(asgi.deploy.logs) playbook does).
@@ -54,7 +55,7 @@ import json
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec
+from ansible_collections.asgi.deploy.plugins.module_utils.host import SLOTS, App, app_argument_spec
 
 
 def entries(out, pattern, lines):
@@ -90,7 +91,9 @@ def main():
     except re.error as exc:
         module.fail_json(msg=f"logs: grep {p['grep']!r} is not a regular expression: {exc}")
     app = App(p["app"], p["base_dir"])
-    units = [app.units["main"], app.units["next"], app.hook_unit("*")]
+    # Both slots (and the units of the layout before slots), and the hooks: the app, whichever instance served.
+    legacy = [app.legacy_units["main"], app.legacy_units["next"]]
+    units = [app.units[slot] for slot in SLOTS] + legacy + app.hook_units()
     argv = ["journalctl", "--no-pager", "-o", "json", "--since", p["since"]]
     for unit in units:
         argv += ["-u", unit]

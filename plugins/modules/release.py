@@ -400,8 +400,8 @@ def unit_text(module, app):
     settings = p["settings"] or read_text(app.applied).strip()
     if not settings:
         return plain_unit(p["user"], p["group"])
-    text = read_text(os.path.join(app.settings_dir(settings), "units", app.units["next"]), default=None)
-    if text is None:
+    text = app.unit_in_settings(settings)
+    if not text:
         raise BuildFailed("input", f"settings set {settings} is not staged on this host")
     return text
 

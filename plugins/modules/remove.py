@@ -87,18 +87,24 @@ ARCHIVE = "/var/log/asgi-deploy"
 
 def present(app, user, purge):
     """Everything of the app on this host that a removal deletes, and what it keeps."""
-    files = [app.unit_path(unit) for unit in app.units.values()] + [app.console]
+    wants = os.path.join(app.unit_dir, "multi-user.target.wants", app.units["app"])
+    files = [app.unit_path(unit) for unit in app.all_units()] + [wants, app.console]
     dirs = [app.root, app.config] + [f"/var/{kind}/{app.name}" for kind in ("lib", "cache", "log") if purge]
     kept = [] if purge else [f"/var/lib/{app.name}"]
     return [p for p in files + dirs if os.path.lexists(p)], [p for p in kept if os.path.exists(p)]
 
 
 def stop_units(app, systemd):
-    units = app.units
-    # The listening socket first: its stop takes main and its probe socket in the same transaction.
-    systemd.stop_for_good(units["socket"], units["main_probe"], units["main"], units["next"], units["next_probe"])
-    systemd.disable(units["main"], units["main_probe"], units["socket"])
-    systemd.reset_failed(*units.values())
+    # The units this host has (the layout before slots', or the slots'), the listening socket first: its stop
+    # takes the instances and their probes in the same transaction.
+    units = [u for u in app.all_units() if os.path.lexists(app.unit_path(u))]
+    units.sort(key=lambda u: u != app.units["socket"])
+    if units:
+        systemd.stop_for_good(*units)
+        systemd.reset_failed(*units)
+    # What has an [Install] section: the socket, and <app>.service when it is a unit of its own (before slots).
+    installed = [app.units["socket"]] + ([app.legacy_units["main"]] if app.live_slot() == "legacy" else [])
+    systemd.disable(*[u for u in installed if os.path.lexists(app.unit_path(u))])
 
 
 def archive_audit(app, actor, host, run):
@@ -132,7 +138,7 @@ def main():
             for path in removed:
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path)
-                else:
+                elif os.path.lexists(path):
                     os.unlink(path)
             systemd.daemon_reload()
     except (Busy, NotLocked) as refused:

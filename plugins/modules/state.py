@@ -10,10 +10,11 @@ module: state
 short_description: Read everything a deploy, rollback or status needs about an app on a host, in one round trip
 version_added: 0.2.0
 description:
-  - Reads the releases (live, previous, next, kept, unfinished), the units of the main and the temporary instance
-    (state, main PID and the release and settings that PID actually runs), the deploy lock with its holder and age,
-    the settings main was handed over with, staged settings sets, wheelhouses and tools on the host, free space, the
-    Python that releases are built with, hooks running and the last audit log lines.
+  - Reads the releases (live, previous, kept, unfinished), the two slots (which one is live, each one's state, main
+    PID, the release and settings that PID actually runs, whether it drains and the connections it holds), the
+    deploy lock with its holder and age, the settings the live slot was handed over with, staged settings sets,
+    wheelhouses and tools on the host, free space, the Python that releases are built with, hooks running and the
+    last audit log lines.
   - With O(release), also assesses whether the host needs a change to run that release with the settings, and why
     (RV(assessment)) - the same assessment M(asgi.deploy.handover) acts on - and whether the next release fits on
     the app's file system once old releases are pruned (RV(space)); when it does not, fails with the numbers.
@@ -105,12 +106,8 @@ previous:
   description: Target of the C(previous) link.
   returned: always
   type: str
-next:
-  description: Target of the C(next) link.
-  returned: always
-  type: str
 settings:
-  description: Id of the settings set main was last handed over with.
+  description: Id of the settings set the live slot was last handed over with.
   returned: always
   type: str
 settings_id:
@@ -118,18 +115,28 @@ settings_id:
     settings key yet - it never staged a set).
   returned: when O(settings_public) is set
   type: str
-main:
+live_slot:
+  description: The slot C(<app>.service) links to (C(blue), C(green)); C(legacy) on the layout before slots; empty when
+    nothing is installed.
+  returned: always
+  type: str
+slots:
   description:
-    - The main instance - C(unit), C(loaded), C(active), C(sub), C(result), C(pid), C(restarts), C(enabled),
-      C(need_reload), C(invocation), and the C(release) and C(settings) that PID runs.
+    - Per slot (C(blue), C(green)) - C(unit), C(live), C(link) (the release its link names), C(loaded), C(active),
+      C(sub), C(result), C(pid), C(restarts), C(need_reload), C(invocation), the C(release) and C(settings) that PID
+      runs, C(draining) (not live, still stopping) and C(connections) (client connections it holds).
   returned: always
   type: dict
-next_instance:
-  description: The temporary instance, as RV(main).
+serving:
+  description: The live instance, as one of RV(slots) (on the layout before slots, its C(<app>.service)).
+  returned: always
+  type: dict
+legacy:
+  description: On the layout before slots, its C(main) and C(next) instances, as RV(slots); else empty.
   returned: always
   type: dict
 units_installed:
-  description: Whether the main unit's file is installed.
+  description: Whether the app's units are installed (C(<app>.service) names a slot, or is a unit of its own).
   returned: always
   type: bool
 reload_needed:

@@ -10,8 +10,8 @@ module: traffic
 short_description: Count an app's requests and server errors on a host over the last seconds, from its access log
 version_added: 0.2.0
 description:
-  - Reads the Gunicorn access log lines that C(<app>.service) and C(<app>-next.service) wrote to the journal over the
-    last O(seconds), and counts the requests and the server errors (5xx) among them.
+  - Reads the Gunicorn access log lines that both slots (C(<app>-blue.service), C(<app>-green.service)) wrote to
+    the journal over the last O(seconds), and counts the requests and the server errors (5xx) among them.
   - The canary check of a rollout (C(rollout_canary_check)) compares the hosts just switched with the hosts not yet
     switched with it.
   - Needs the access log on (C(service_access_log)) in a format where the status follows the quoted request line, as
@@ -49,7 +49,7 @@ errors:
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App, app_argument_spec
+from ansible_collections.asgi.deploy.plugins.module_utils.host import SLOTS, App, app_argument_spec
 
 # `... "GET /path HTTP/1.1" 503 ...`: the status right after the quoted request line.
 STATUS = re.compile(r'"[A-Z]+ \S+ HTTP/[0-9.]+" (\d{3})\b')
@@ -68,7 +68,8 @@ def main():
     p = module.params
     app = App(p["app"], p["base_dir"])
     argv = ["journalctl", "--no-pager", "-o", "cat", "--since", f"-{p['seconds']}s"]
-    argv += ["-u", app.units["main"], "-u", app.units["next"]]
+    for slot in SLOTS:
+        argv += ["-u", app.units[slot]]
     rc, out, err = module.run_command(argv)
     if rc != 0:
         module.fail_json(msg=f"traffic: journalctl failed: {(err or out).strip()}")

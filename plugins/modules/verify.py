@@ -131,7 +131,7 @@ def rebuild(module, app, release_id):
                    gid=grp.getgrnam(BUILD_USER).gr_gid)  # fmt: skip
         if manifest.get("build_command"):
             settings = read_text(app.applied).strip()
-            unit = read_text(os.path.join(app.settings_dir(settings), "units", app.units["next"]))
+            unit = app.unit_in_settings(settings)
             made.build_step(manifest["build_command"], unit)
         make_readonly(scratch)
         return tree_digest(scratch, skip=(MANIFEST_FILE, "release.json"))

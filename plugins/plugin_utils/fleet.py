@@ -204,6 +204,12 @@ def _instance(i):
     return f"{state} {i['release']}" if i.get("release") else state
 
 
+def _draining(state):
+    """The slot that drains the connections of the last handover, and how many it still holds ('-' when none)."""
+    found = [i for i in (state.get("slots") or {}).values() if i.get("draining")]
+    return ", ".join(f"{i['unit']} {i.get('release') or '?'} ({i.get('connections', 0)} conn.)" for i in found) or "-"
+
+
 def _lock(lock):
     if not lock:
         return "no"
@@ -236,8 +242,9 @@ def fleet_status(states):
         hosts[host] = {
             "live": s.get("live", ""),
             "previous": s.get("previous", ""),
-            "main": _instance(s.get("main")),
-            "next": _instance(s.get("next_instance")),
+            "slot": s.get("live_slot") or "-",
+            "serving": _instance(s.get("serving")),
+            "draining": _draining(s),
             "lock": _lock(lock),
             "kept": [r["id"] for r in s.get("kept", [])],
             "tree_sha256": next((r.get("tree_sha256", "") for r in s.get("kept", []) if r["id"] == s.get("live")), ""),
@@ -262,10 +269,10 @@ def status_lines(states):
     """The fleet as lines of text: a table, what needs a look, the last events."""
     status = fleet_status(states)
     rows = [
-        [h, s["live"] or "-", s["previous"] or "-", s["main"], s["next"], s["lock"], " ".join(s["kept"])]
+        [h, s["live"] or "-", s["previous"] or "-", s["slot"], s["serving"], s["draining"], s["lock"], " ".join(s["kept"])]
         for h, s in status.items()
     ]
-    lines = table(["HOST", "LIVE", "PREVIOUS", "MAIN", "NEXT", "LOCK", "KEPT"], rows)
+    lines = table(["HOST", "LIVE", "PREVIOUS", "SLOT", "SERVING", "DRAINING", "LOCK", "KEPT"], rows)
     notes = [f"{host}: {note}" for host, s in status.items() for note in s["notes"]]
     if notes:
         lines += ["", "Needs a look:", *notes]

@@ -94,9 +94,8 @@ def check(options, operation="deploy"):
         problems.append("asgi_listen_unix must be a path under /run/")
     if o("asgi_readiness_path") is not None and not str(o("asgi_readiness_path")).startswith("/"):
         problems.append("asgi_readiness_path must start with /")
-    graceful, timeout = o("service_graceful_timeout"), o("service_timeout")
-    if graceful is not None and timeout is not None and not 1 <= int(graceful) <= int(timeout):
-        problems.append("need 1 <= service_graceful_timeout <= service_timeout")
+    if o("asgi_drain_timeout") is not None and int(o("asgi_drain_timeout")) < 1:
+        problems.append("asgi_drain_timeout must be 1 second or more")
     if o("service_workers") is not None and int(o("service_workers")) < 0:
         problems.append("service_workers must be 0 (from the CPUs) or more")
     secrets = o("service_secrets") or {}

@@ -2,8 +2,9 @@
 
 It reads the unit files the code under test installs (WorkingDirectory and
 ASGI_SETTINGS_DIGEST), resolves the release a start would run from the links
-on disk, and lets a test mark releases as broken: a temporary instance of a
-broken release exits at start; main crash-loops (systemd restarts it).
+on disk and <app>.service through its link to a slot, and lets a test mark
+releases as broken (a slot of a broken release crash-loops: systemd restarts
+it) and drains as slow (a stopped slot stays deactivating until waited for).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 import sys
 
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App
+from ansible_collections.asgi.deploy.plugins.module_utils.host import SLOTS, App
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import SystemdError
 
 PIDS = itertools.count(1000)
@@ -77,6 +78,9 @@ class FakeSystemd:
         self.reloads = 0
         self.fail_on = {}  # verb -> unit that makes it raise
         self.transient = []  # units of hooks running now
+        self.slow_drain = False  # a stopped slot stays deactivating until waited for
+        self.stuck = set()  # units that only a kill ends
+        self.held = {}  # unit -> connections it holds
 
     def unit(self, name):
         return self.units.setdefault(
@@ -98,17 +102,23 @@ class FakeSystemd:
         if self.fail_on.get(verb) in units:
             raise SystemdError("systemctl {} {} failed".format(verb, " ".join(units)))
 
+    def resolve(self, name):
+        """A unit's name through its link (<app>.service names a slot)."""
+        path = self.app.unit_path(name)
+        return os.path.basename(os.readlink(path)) if os.path.islink(path) else name
+
     def show(self, name):
+        name = self.resolve(name)
         u = dict(self.unit(name))
         u["Id"] = name
         u["LoadState"] = "loaded" if os.path.exists(self.app.unit_path(name)) else "not-found"
         u["UnitFileState"] = "enabled" if name in self.enabled else "disabled"
         u["NeedDaemonReload"] = "yes" if u.get("need_reload") else "no"
+        u["TimeoutStopUSec"] = "40s"
         return u
 
-    def running(self, pattern):
-        prefix = pattern.rstrip("*")
-        return [name for name in self.transient if name.startswith(prefix)]
+    def running(self, *units):
+        return [name for name in self.transient if name in units]
 
     def _launch(self, name):
         u = self.unit(name)
@@ -122,16 +132,13 @@ class FakeSystemd:
         release = os.path.basename(os.path.realpath(workdir))
         u.update(release=release, settings=settings, InvocationID=f"inv-{next(PIDS)}")
         if release in self.broken:
-            if name == self.app.units["next"]:
-                u.update(ActiveState="failed", SubState="failed", Result="exit-code", MainPID=0)
-            else:
-                u.update(
-                    ActiveState="activating",
-                    SubState="auto-restart",
-                    Result="exit-code",
-                    MainPID=0,
-                    NRestarts=u["NRestarts"] + 1,
-                )
+            u.update(
+                ActiveState="activating",
+                SubState="auto-restart",
+                Result="exit-code",
+                MainPID=0,
+                NRestarts=u["NRestarts"] + 1,
+            )
             return
         u.update(ActiveState="active", SubState="running", Result="success", MainPID=next(PIDS))
 
@@ -150,7 +157,7 @@ class FakeSystemd:
 
     def start(self, *units):
         self._check("start", units)
-        for name in units:
+        for name in map(self.resolve, units):
             u = self.unit(name)
             if u["SubState"] == "auto-restart":
                 raise SystemdError(f"start {name}: unit is in start limit")
@@ -159,14 +166,14 @@ class FakeSystemd:
 
     def restart(self, *units):
         self._check("restart", units)
-        for name in units:
+        for name in map(self.resolve, units):
             if self.unit(name)["SubState"] == "auto-restart":
                 raise SystemdError(f"restart {name} refused: start request repeated too quickly")
             self._launch(name)
 
     def _stop(self, verb, units):
         self._check(verb, units)
-        for name in units:
+        for name in map(self.resolve, units):
             self.unit(name).update(ActiveState="inactive", SubState="dead", MainPID=0)
 
     def stop_for_good(self, *units):
@@ -174,7 +181,29 @@ class FakeSystemd:
         self.transient = [name for name in self.transient if name not in units]
 
     def stop_no_block(self, *units):
-        self._stop("stop", units)
+        if not self.slow_drain:
+            return self._stop("stop", units)
+        self._check("stop", units)
+        for name in map(self.resolve, units):
+            if self.unit(name)["ActiveState"] == "active":
+                self.unit(name).update(ActiveState="deactivating", SubState="stop-sigterm")
+        return None
+
+    def wait_stopped(self, unit, timeout_s, clock=None, sleep=None):
+        self.calls.append(("wait-stopped", unit, timeout_s))
+        name = self.resolve(unit)
+        if name in self.stuck:
+            self.calls.append(("kill", name))
+        if self.unit(name)["ActiveState"] == "deactivating":
+            self.unit(name).update(ActiveState="inactive", SubState="dead", MainPID=0)
+        return 0.0
+
+    def stop_timeout_s(self, unit):
+        return 40.0
+
+    def connections_of(self, pid):
+        u = self._by_pid(pid)
+        return self.held.get(next((n for n, x in self.units.items() if x is u), ""), 0) if u else 0
 
     def enable(self, *units):
         self._check("enable", units)
@@ -206,13 +235,18 @@ class FakeSystemd:
 
     def get(self, probe, path, headers=None):
         """The gate's HTTP GET: the instance behind ``probe`` answers when it runs a ready release."""
-        which = "main" if probe == self.app.probes["main"] else "next"
-        u = self.unit(self.app.units[which])
+        probes = {path_: unit for unit, path_ in self.probe_paths().items()}
+        u = self.unit(probes[probe])
         if u["ActiveState"] != "active":
             raise ConnectionRefusedError("connection refused")
         if u["release"] in self.unready:
             return 503, b'{"status": "starting"}', ""
         return 200, ('{{"release_id": "{}"}}'.format(u["release"])).encode(), ""
+
+    def probe_paths(self):
+        paths = {self.app.units[slot]: self.app.probes[slot] for slot in SLOTS}
+        paths[self.app.legacy_units["main"]] = self.app.legacy_probes["main"]
+        return paths
 
 
 class Clock:
@@ -244,8 +278,8 @@ def make_release(app, release_id, version=None, built_at="2026-11-01T00:00:00Z",
     return path
 
 
-def unit_text(app, which, digest, extra=""):
-    root = os.path.join(app.root, "current" if which == "main" else "next")
+def unit_text(app, slot, digest, extra=""):
+    root = os.path.join(app.root, slot)
     return f"[Service]\nWorkingDirectory={root}\nEnvironment=ASGI_SETTINGS_DIGEST={digest}\n{extra}"
 
 
@@ -253,14 +287,32 @@ def stage_settings(app, digest, socket="ListenStream=0.0.0.0:8000\n", probe=""):
     """A settings set as asgi.deploy.settings leaves it (units only: what the handover reads)."""
     units = os.path.join(app.settings_dir(digest), "units")
     os.makedirs(units, exist_ok=True)
-    files = {
-        app.units["main"]: unit_text(app, "main", digest),
-        app.units["next"]: unit_text(app, "next", digest),
-        app.units["socket"]: "[Socket]\n" + socket,
-        app.units["main_probe"]: "[Socket]\nListenStream={}\n{}".format(app.probes["main"], probe),
-        app.units["next_probe"]: "[Socket]\nListenStream={}\n".format(app.probes["next"]),
-    }
+    files = {app.units["socket"]: "[Socket]\n" + socket}
+    for slot in SLOTS:
+        files[app.units[slot]] = unit_text(app, slot, digest)
+        files[app.units[f"{slot}_probe"]] = "[Socket]\nListenStream={}\n{}".format(app.probes[slot], probe)
     for name, text in files.items():
         with open(os.path.join(units, name), "w") as stream:
             stream.write(text)
     return digest
+
+
+def legacy_host(app, release, digest):
+    """A host of the layout before slots (0.2) running ``release``: <app>.service a unit of its own on current."""
+    from ansible_collections.asgi.deploy.plugins.module_utils.host import swap_link
+
+    swap_link(app.link("current"), release)
+    os.makedirs(app.unit_dir, exist_ok=True)
+    legacy = app.legacy_units
+    texts = {
+        legacy["main"]: f"[Service]\nWorkingDirectory={app.root}/current\nEnvironment=ASGI_SETTINGS_DIGEST={digest}\n",
+        legacy["next"]: f"[Service]\nWorkingDirectory={app.root}/next\nEnvironment=ASGI_SETTINGS_DIGEST={digest}\n",
+        legacy["main_probe"]: "[Socket]\n",
+        legacy["next_probe"]: "[Socket]\n",
+        app.units["socket"]: "[Socket]\nListenStream=0.0.0.0:8000\n",
+    }
+    for name, text in texts.items():
+        with open(app.unit_path(name), "w") as stream:
+            stream.write(text)
+    with open(app.applied, "w") as stream:
+        stream.write(digest + "\n")

@@ -208,7 +208,7 @@ def test_prune_keeps_the_newest_and_every_linked_release_and_drops_unfinished_on
         make_release(app, f"{day}.0-x", built_at=f"2026-11-0{day}T00:00:00Z", key=f"k{day}")
     make_release(app, "6.0-partial", finished=False)
     swap_link(app.link("current"), "1.0-x")
-    swap_link(app.link("next"), "2.0-x")
+    swap_link(app.link("green"), "2.0-x")  # a slot draining its last connections runs it
     for key in ("k1", "k2", "k3", "k4", "k5", "old"):
         os.makedirs(os.path.join(app.wheels, key))
     assert build.prune(app, 2, dry_run=True)["removed"] == ["3.0-x", "6.0-partial"]

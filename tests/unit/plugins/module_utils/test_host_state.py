@@ -7,9 +7,16 @@ import sys
 
 import pytest
 from ansible_collections.asgi.deploy.plugins.module_utils import locking
-from ansible_collections.asgi.deploy.plugins.module_utils.host import Busy, audit, host_flock, swap_link
+from ansible_collections.asgi.deploy.plugins.module_utils.host import (
+    Busy,
+    audit,
+    host_flock,
+    link_target,
+    point_link,
+    swap_link,
+)
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import assess, read_state, release_needed
-from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, make_release
+from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, legacy_host, make_release
 
 OLD, NEW = "1.0.0-aaaa1111", "2.0.0-bbbb2222"
 
@@ -18,11 +25,14 @@ def read(app, systemd, python="/nonexistent/python"):
     return read_state(app, systemd, FakeRun(), python=python)
 
 
-def installed(app):
+def installed(app, live="blue"):
+    """Both slots' units, <app>.service linked to ``live``; each slot's link at current."""
     os.makedirs(app.unit_dir, exist_ok=True)
-    for which, link in (("main", "current"), ("next", "next")):
-        with open(app.unit_path(app.units[which]), "w") as stream:
-            stream.write(f"WorkingDirectory={app.link(link)}\nEnvironment=ASGI_SETTINGS_DIGEST=abc\n")
+    for slot in ("blue", "green"):
+        with open(app.unit_path(app.units[slot]), "w") as stream:
+            stream.write(f"WorkingDirectory={app.link(slot)}\nEnvironment=ASGI_SETTINGS_DIGEST=abc\n")
+        swap_link(app.link(slot), link_target(app.link("current")))
+    point_link(app.unit_path(app.units["app"]), app.units[live])
 
 
 def test_an_empty_host_reads_as_running_nothing(app, systemd):
@@ -79,22 +89,50 @@ def test_a_current_link_to_an_unfinished_release_is_not_live(app, systemd):
     assert any("not a finished release" in sign for sign in state["interrupted"])
 
 
-def test_a_running_temporary_instance_and_a_stale_main_are_signs_of_an_interrupted_run(app, systemd):
+def test_a_running_idle_slot_and_a_stale_live_one_are_signs_of_an_interrupted_run(app, systemd):
     make_release(app, OLD)
     make_release(app, NEW)
-    installed(app)
     swap_link(app.link("current"), OLD)
-    swap_link(app.link("next"), NEW)
-    systemd._launch(app.units["main"])
-    systemd._launch(app.units["next"])
-    swap_link(app.link("current"), NEW)  # flipped after main started
+    installed(app)
+    swap_link(app.link("green"), NEW)
+    systemd._launch(app.units["blue"])
+    systemd._launch(app.units["green"])
+    swap_link(app.link("current"), NEW)  # flipped, but <app>.service still names blue
     state = read(app, systemd)
-    assert state["main"]["release"] == OLD and state["next_instance"]["release"] == NEW
+    assert state["live_slot"] == "blue" and state["serving"]["unit"] == "demo-blue.service"
+    assert state["slots"]["blue"]["release"] == OLD and state["slots"]["green"]["release"] == NEW
     signs = " | ".join(state["interrupted"])
-    assert f"demo-next.service is running (release {NEW})" in signs
-    assert f"demo.service runs {OLD} but current points at {NEW}" in signs
+    assert f"demo-green.service is running (release {NEW}) but is not the live slot" in signs
+    assert f"demo-blue.service runs {OLD} but current points at {NEW}" in signs
     verdict = assess(state, NEW, "")
     assert verdict["needed"] and not verdict["healthy"] and verdict["reasons"] == state["interrupted"]
+
+
+def test_a_slot_that_drains_is_no_sign_of_trouble_and_says_what_it_still_holds(app, systemd):
+    make_release(app, NEW)
+    swap_link(app.link("current"), NEW)
+    installed(app, live="green")
+    systemd._launch(app.units["green"])
+    systemd._launch(app.units["blue"])
+    systemd.unit(app.units["blue"]).update(ActiveState="deactivating", SubState="stop-sigterm")
+    systemd.held[app.units["blue"]] = 7
+    with open(app.applied, "w") as stream:
+        stream.write("abc\n")
+    state = read(app, systemd)
+    assert state["slots"]["blue"]["draining"] and state["slots"]["blue"]["connections"] == 7
+    assert not state["slots"]["green"]["draining"] and state["interrupted"] == []
+    assert not assess(state, NEW, "abc")["needed"]
+
+
+def test_a_host_of_the_layout_before_slots_needs_a_handover_to_move_to_slots(app, systemd):
+    make_release(app, NEW)
+    legacy_host(app, NEW, "abc")
+    systemd._launch(app.legacy_units["main"])
+    state = read(app, systemd)
+    assert state["live_slot"] == "legacy" and state["serving"]["unit"] == "demo.service"
+    verdict = assess(state, NEW, "abc")
+    assert verdict["needed"] and not verdict["first"]
+    assert verdict["reasons"] == ["demo.service runs the layout before slots (it moves to blue and green)"]
 
 
 def test_drift_is_a_change_main_on_other_settings_an_unloaded_unit_a_lost_interpreter(app, systemd):
@@ -103,11 +141,11 @@ def test_drift_is_a_change_main_on_other_settings_an_unloaded_unit_a_lost_interp
     installed(app)
     with open(app.applied, "w") as stream:
         stream.write("other\n")
-    systemd._launch(app.units["main"])  # its unit says settings abc
+    systemd._launch(app.units["blue"])  # its unit says settings abc
     systemd.unit(app.units["socket"])["need_reload"] = True
     state = read(app, systemd)
     reasons = assess(state, NEW, "other")["reasons"]
-    assert "demo.service runs settings abc but other were applied" in reasons
+    assert "demo-blue.service runs settings abc but other were applied" in reasons
     assert "unit files changed on disk but not loaded: demo.socket" in reasons
     assert not any("interpreter" in r for r in reasons)
     python = os.path.join(app.release_dir(NEW), "venv/bin/python")
@@ -117,12 +155,12 @@ def test_drift_is_a_change_main_on_other_settings_an_unloaded_unit_a_lost_interp
     assert f"the interpreter of {NEW}'s venv is gone (it is rebuilt)" in reasons
 
 
-def test_a_failed_main_needs_a_change_even_on_the_right_release(app, systemd):
+def test_a_failed_live_slot_needs_a_change_even_on_the_right_release(app, systemd):
     make_release(app, NEW)
     swap_link(app.link("current"), NEW)
     installed(app)
-    systemd.unit(app.units["main"]).update(ActiveState="failed")
-    assert assess(read(app, systemd), NEW, "")["reasons"] == ["demo.service has failed"]
+    systemd.unit(app.units["blue"]).update(ActiveState="failed")
+    assert assess(read(app, systemd), NEW, "")["reasons"] == ["demo-blue.service has failed"]
 
 
 def test_one_build_hook_or_handover_at_a_time_and_the_state_names_the_running_one(app, systemd):

@@ -38,6 +38,10 @@ def test_show_reads_the_properties_a_run_decides_on(run):
 
 def test_running_lists_only_units_that_are_not_dead(run):
     listing = "asgi-hook-demo-before-switch.service loaded active running x\n"
-    listing += "asgi-hook-demo-x.service loaded inactive dead y\n"
+    listing += "asgi-hook-demo-after-switch.service loaded inactive dead y\n"
+    listing += "asgi-hook-demo-api-exec.service loaded active running another app's\n"
     run.on(("systemctl", "list-units"), (0, listing, ""))
-    assert Systemd(run).running("asgi-hook-demo-*") == ["asgi-hook-demo-before-switch.service"]
+    names = ("asgi-hook-demo-before-switch.service", "asgi-hook-demo-after-switch.service")
+    assert Systemd(run).running(*names) == ["asgi-hook-demo-before-switch.service"]
+    # Exact names only: an app named demo never waits for the hooks of an app named demo-api.
+    assert run.calls[-1][-2:] == list(names)

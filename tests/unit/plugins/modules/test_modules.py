@@ -133,11 +133,11 @@ def test_handover_switches_reports_steps_and_fails_with_step_check_and_journal(a
     assert checked["reasons"] == [f"release {OLD} -> {NEW}"]
     host.broken.add(NEW)
     failed = run(handover, capsys, **args, release=NEW)
-    assert failed["rc"] == 1 and failed["step"] == "gate next" and failed["check"] == "start"
-    assert failed["journal"] == ["journal of demo-next.service"] and failed["result"] == "reverted"
+    assert failed["rc"] == 1 and failed["step"] == "gate" and failed["check"] == "start"
+    assert failed["journal"] == ["journal of demo-green.service"] and failed["result"] == "reverted"
     host.broken.clear()
     done = run(handover, capsys, **args, release=NEW, unlock=True)
-    assert done["rc"] == 0 and [pair[0] for pair in done["steps"]][-1] == "stop next" and done["unlocked"]
+    assert done["rc"] == 0 and [pair[0] for pair in done["steps"]][-1] == "drain" and done["unlocked"]
     locked(app, "r2")
     assert run(handover, capsys, **{**args, "run": "r2"}, release=NEW)["changed"] is False
 

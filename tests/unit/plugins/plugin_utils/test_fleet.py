@@ -105,10 +105,15 @@ def test_rollback_moves_have_the_shape_of_a_deploys():
 def test_the_status_table_fits_its_data_and_says_what_needs_a_look():
     state = host("2-x", "1-x")
     state.update(
-        main={"active": "active", "sub": "running", "pid": 5, "release": "2-x"},
-        next_instance={"active": "active", "sub": "running", "pid": 6, "release": "3-x"},
+        live_slot="green",
+        serving={"unit": "demo-green.service", "active": "active", "sub": "running", "pid": 5, "release": "2-x"},
+        slots={
+            "blue": {"unit": "demo-blue.service", "active": "deactivating", "sub": "stop-sigterm", "pid": 6,
+                     "release": "1-x", "draining": True, "connections": 12},
+            "green": {"unit": "demo-green.service", "active": "active", "release": "2-x", "draining": False},
+        },
         lock={"actor": "ops", "run": "r1", "operation": "deploy", "version": "3", "age_s": 75},
-        interrupted=["the temporary instance demo-next.service is running (release 3-x)"],
+        interrupted=["demo-blue.service is running (release 3-x) but is not the live slot"],
         busy="4242",
         recent=[
             {"time": "2026-11-26T10:00:00Z", "event": "deploy", "from": "1-x", "to": "2-x", "strategy": "handover",
@@ -118,12 +123,13 @@ def test_the_status_table_fits_its_data_and_says_what_needs_a_look():
     )  # fmt: skip
     lines = fleet.status_lines({"web1.example.net": state, "w2": host("2-x", "1-x")})
     header, short, long = lines[:3]
-    assert header.split() == ["HOST", "LIVE", "PREVIOUS", "MAIN", "NEXT", "LOCK", "KEPT"]
+    assert header.split() == ["HOST", "LIVE", "PREVIOUS", "SLOT", "SERVING", "DRAINING", "LOCK", "KEPT"]
+    assert "green  active 2-x  demo-blue.service 1-x (12 conn.)" in long
     assert long.startswith("web1.example.net  2-x   1-x ") and short.startswith("w2                2-x")
     assert header.index("LIVE") == long.index("2-x")  # columns as wide as their widest cell
     text = "\n".join(lines)
     assert "web1.example.net: deploy lock held by ops (deploy 3), run r1, 75s ago" in text
-    assert "web1.example.net: the temporary instance demo-next.service is running" in text
+    assert "web1.example.net: demo-blue.service is running (release 3-x) but is not the live slot" in text
     assert "a build, hook or handover is running on the host now (pid 4242)" in text
     assert "1-x -> 2-x handover success" in text and "force_unlock" in text
     data = fleet.fleet_status({"w2": host("2-x", "1-x")})

@@ -1,0 +1,1 @@
+"""live: the backend of a live dashboard."""
