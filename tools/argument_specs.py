@@ -30,7 +30,8 @@ def _load(path: Path) -> dict:
 def role_spec(role: Path) -> tuple[dict, dict]:
     """Return (entry point ``main`` of the argument specs, defaults)."""
     specs = _load(role / "meta" / "argument_specs.yml").get("argument_specs", {})
-    return specs.get("main", {}), _load(role / "defaults" / "main.yml")
+    # The asgi role's options are its entry point `options` (it has no tasks, so no `main`).
+    return specs.get("main") or specs.get("options") or {}, _load(role / "defaults" / "main.yml")
 
 
 def check_role(role: Path) -> list[str]:

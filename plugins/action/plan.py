@@ -19,7 +19,7 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.vars import load_extra_vars
 from ansible_collections.asgi.deploy.plugins.plugin_utils import options as opts
 from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadInput, identify
-from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import controller_id, grouped_problems
+from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import alive_runs, controller_id, grouped_problems
 
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 SERIAL = re.compile(r"^[1-9][0-9]*%?$")
@@ -53,7 +53,36 @@ RUN_INPUTS = {
 }
 # Run inputs whose long name is not asgi_<name>.
 PREFIXED = {"on_failure": "rollout_on_failure"}
+# What a run does to hosts that only the person (or job) running it may say: never from a shared inventory.
+COMMAND_LINE_ONLY = ("force_unlock", "purge", "cmd")
 TRUE = ("1", "true", "yes", "on")
+
+
+def inventory_problems(task_vars, cli):
+    """Run inputs that may only come from the command line but are set elsewhere (an inventory, say)."""
+    problems = []
+    for name in COMMAND_LINE_ONLY:
+        prefixed = "asgi_" + name
+        if prefixed in task_vars and prefixed not in cli and name not in cli:
+            problems.append(
+                f"{prefixed} is set outside the command line (an inventory or a play): it may only be given with -e, "
+                "for one run; remove it there"
+            )
+    raw = cli.get("_raw_params")
+    if raw:
+        problems.append(
+            f"the command line has -e text that is not key=value ({raw!r}): ansible-playbook splits -e key=value at "
+            "spaces. Give lists without spaces (-e asgi_serial=1,25%,100%) or as JSON "
+            '(-e \'{"asgi_serial": [1, "25%", "100%"]}\')'
+        )
+    return problems
+
+
+def serial_of(serial):
+    """A batch size, a percentage, or a list of them: given as a list, or as text with commas (1,25%,100%)."""
+    if isinstance(serial, str) and "," in serial:
+        return [int(item) if item.strip().isdigit() else item.strip() for item in serial.split(",") if item.strip()]
+    return serial
 
 
 def run_inputs(task_vars, cli, template=lambda value: value):
@@ -75,6 +104,13 @@ def run_inputs(task_vars, cli, template=lambda value: value):
     return found
 
 
+def run_id(now=None):
+    """16 hex digits that sort by start time (milliseconds, then chance): of two runs that meet on a host, the one
+    that started first goes on (see plugin_utils.fleet.lock_round)."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"{millis:012x}{secrets.token_hex(2)}"
+
+
 def _bool(value):
     return value if isinstance(value, bool) else str(value).strip().lower() in TRUE
 
@@ -83,7 +119,7 @@ def check_serial(serial):
     """Hosts per batch: a number, a percentage, or a list of those (a canary first, say: [1, "25%", "100%"])."""
     batches = serial if isinstance(serial, list) else [serial]
     if not batches or not all(SERIAL.match(str(b)) for b in batches):
-        return ['-e asgi_serial must be a number, a percentage or a list of them (e.g. \'[1, "25%", "100%"]\')']
+        return ["-e asgi_serial must be a number, a percentage or a list of them (-e asgi_serial=1,25%,100%)"]
     return []
 
 
@@ -142,11 +178,14 @@ class ActionModule(ActionBase):
             per_host[host] = found
         first = per_host[hosts[0]] if hosts else {}
         run = self.run_description(operation, first, task_vars)
-        problems = command_line(operation, run) + grouped_problems(problems)
+        cli = load_extra_vars(self._loader)
+        problems = inventory_problems(task_vars, cli) + command_line(operation, run) + grouped_problems(problems)
         if problems:
             result.update(failed=True, msg=f"{operation}: bad input, nothing was changed", problems=problems)
             return result
         result["run"] = run
+        # This controller's ansible processes, for the hosts to tell a dead run's lock from a live one's.
+        result["alive"] = alive_runs()
         if operation in ("deploy", "rollback") and not pipelining(task_vars):
             result["warnings"] = [
                 "pipelining is off: every task of this run costs each host an extra round trip (a file copy); turn "
@@ -165,6 +204,7 @@ class ActionModule(ActionBase):
 
     def run_description(self, operation, options, task_vars):
         run = run_inputs(task_vars, load_extra_vars(self._loader), self._templar.template)
+        run["serial"] = serial_of(run["serial"])
         defaults = {"serial": "100%" if operation == "rollback" else 1}
         run["serial"] = run["serial"] if run["serial"] is not None else defaults.get("serial", 1)
         run["strategy"] = str(run["strategy"] or options.get("rollout_strategy") or "handover")
@@ -174,7 +214,7 @@ class ActionModule(ActionBase):
         run["force_unlock"] = str(run["force_unlock"] or "")
         return {
             **run,
-            "id": secrets.token_hex(8),
+            "id": run_id(),
             "operation": operation,
             "actor": "{}@{}".format(os.environ.get("USER") or getpass.getuser(), socket.gethostname()),
             "controller": socket.gethostname(),

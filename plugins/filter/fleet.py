@@ -22,8 +22,14 @@ def rollback_moves(states, order, version=""):
         }
 
 
-def deploy_moves(states, order, release):
-    return fleet.deploy_moves(list(order), dict(states), str(release))
+def lock_round(hosts, hostvars, key, run, release):
+    """After the first round trip (the lock module, state=needed, registered as ``key``): see fleet.lock_round."""
+    results = {h: dict(hostvars[h].get(key) or {}) for h in hosts}
+    return fleet.lock_round(list(hosts), results, str(run), str(release))
+
+
+def lock_message(holder):
+    return fleet.lock_message(dict(holder) if holder else None)
 
 
 def status_lines(states):
@@ -36,10 +42,6 @@ def status_table(states):
 
 def fleet_status(states):
     return fleet.fleet_status(dict(states))
-
-
-def dead_run(holder):
-    return fleet.dead_run(dict(holder) if holder else None)
 
 
 def summary_lines(results, operation, states, started):
@@ -63,10 +65,6 @@ def grouped_problems(problems):
 def states_of(hosts, hostvars, key):
     """``{host: hostvars[host][key]}`` for the hosts that have it."""
     return {host: dict(hostvars[host][key]) for host in hosts if key in hostvars[host]}
-
-
-def take_over(holder, force=""):
-    return fleet.take_over(dict(holder) if holder else None, str(force or ""))
 
 
 def merged_logs(hosts, hostvars, key):
@@ -100,17 +98,16 @@ class FilterModule:
     def filters(self):
         return {
             "rollback_moves": rollback_moves,
-            "deploy_moves": deploy_moves,
+            "lock_round": lock_round,
+            "lock_message": lock_message,
             "status_lines": status_lines,
             "status_table": status_table,
             "fleet_status": fleet_status,
-            "dead_run": dead_run,
             "summary_lines": summary_lines,
             "failure_lines": failure_lines,
             "grouped_problems": grouped_problems,
             "outcome": outcome,
             "states_of": states_of,
-            "take_over": take_over,
             "merged_logs": merged_logs,
             "canary_verdict": canary_verdict,
             "verify_lines": verify_lines,

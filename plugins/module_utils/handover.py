@@ -95,6 +95,7 @@ class Handover:
         run="",
         actor="",
         host="",
+        run_started=0.0,
         start_cpu_weight=0,
         start_nice=0,
         force=False,
@@ -109,6 +110,8 @@ class Handover:
         self.app, self.systemd, self.gate, self.run_command = app, systemd, gate, run_command
         self.release, self.settings, self.strategy = release, settings, strategy
         self.operation, self.run_id, self.actor, self.host = operation, run, actor, host
+        # The controller's clock at the run's start: the audited history orders runs by it, never by hosts' clocks.
+        self.run_started = run_started
         self.start_cpu_weight, self.start_nice, self.force = start_cpu_weight, start_nice, force
         self.clock, self.sleep = clock, sleep
         self.after_switch, self.hook_timeout, self.hook_show_output = after_switch, hook_timeout, hook_show_output
@@ -570,6 +573,8 @@ class Handover:
 
     def record(self, summary):
         event = {"event": self.operation, "run": self.run_id, "actor": self.actor, "host": self.host}
+        if self.run_started:
+            event["run_started"] = self.run_started
         event.update({key: summary[key] for key in self.AUDITED if summary.get(key) not in (None, "", [])})
         event.setdefault("from", "")
         audit(self.app, event)

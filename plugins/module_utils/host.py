@@ -317,20 +317,18 @@ def read_audit(app, last=0):
     return parse_audit(lines[-last:] if last else lines)[0]
 
 
-def deploy_history(app, last=50):
-    """The releases this host was deployed to and kept, oldest first: ``[{time, to}]`` of its successful deploys
-    (the rotated log too) that no revert of the same run took back - what a rollback without a version steps
-    back through."""
+def deploy_history(app, last=200):
+    """The moves this host made, oldest first, from its audit log (the rotated one too): each successful deploy,
+    rollback and revert, with its run, the controller's start time of that run (``run_started``; older lines have
+    only the host's ``time``) and where it went - what a rollback without a version steps back through."""
     lines = read_text(app.audit + ".1").splitlines() + read_text(app.audit).splitlines()
-    history = []
+    moves = []
     for record in parse_audit(lines)[0]:
         if record.get("result") != "success" or not record.get("to"):
             continue
-        if record.get("event") == "deploy":
-            history.append({"time": record.get("time", ""), "to": record["to"], "run": record.get("run", "")})
-        elif record.get("event") == "revert" and history and history[-1]["run"] == record.get("run"):
-            history.pop()
-    return [{"time": h["time"], "to": h["to"]} for h in history][-last:]
+        if record.get("event") in ("deploy", "rollback", "revert"):
+            moves.append({key: record.get(key, "") for key in ("event", "run", "run_started", "time", "from", "to")})
+    return moves[-last:]
 
 
 def parse_audit(lines):

@@ -67,6 +67,33 @@ def describe(holder):
     )
 
 
+def dead(holder, controller_id, alive, certain=True):
+    """Whether ``holder`` is a run of this controller (``controller_id``) whose ansible-playbook is gone: its PID is
+    not among ``alive`` (the controller's ansible processes). Never a run of another controller, never when this
+    controller could not see every process (``certain`` false: /proc mounted with hidepid, a cmdline unreadable),
+    and never for a controller with no identity."""
+    if not holder or not controller_id or not certain:
+        return False
+    if holder.get("controller_id") != controller_id or not holder.get("run"):
+        return False
+    try:
+        return int(holder.get("pid") or 0) not in {int(pid) for pid in alive}
+    except (TypeError, ValueError):
+        return False
+
+
+def replaceable(holder, force="", controller_id="", alive=(), certain=True):
+    """The run whose lock may be replaced: the one the user named (``force``: a run id, or ``all`` for whoever holds
+    it), else a dead run of this controller (see ``dead``); '' for none. The one rule of take-overs."""
+    if not holder:
+        return ""
+    if force == ALL:
+        return holder.get("run") or ""
+    if force:
+        return force if holder.get("run") == force else ""
+    return holder.get("run", "") if dead(holder, controller_id, alive, certain) else ""
+
+
 def _record(run, now, **fields):
     return {"run": run, **fields, "since": round(now, 3), "since_iso": now_iso(now)}
 

@@ -17,6 +17,7 @@ changed secret still makes a new set and a handover.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import hmac
 import json
@@ -26,6 +27,7 @@ import secrets as random
 import shutil
 import tempfile
 
+from ansible_collections.asgi.deploy.plugins.module_utils.build import ensure_user
 from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text, remove_tree, write_atomic
 from ansible_collections.asgi.deploy.plugins.module_utils.process import systemd_run
 
@@ -132,6 +134,30 @@ def credential_probe(user, group, run):
             )
 
     return probe
+
+
+def normalised(given):
+    """The files of a set as the modules take them: ``{name: content}`` or ``{name: {content, mode, secret}}``."""
+    files = {}
+    for name, spec in given.items():
+        spec = spec if isinstance(spec, dict) else {"content": spec}
+        files[name] = {
+            "content": str(spec.get("content", "")),
+            "mode": str(spec.get("mode", "0640")),
+            "secret": bool(spec.get("secret", False)),
+        }
+    return files
+
+
+def write_set(app, digest, files, user, group, run, keep=3, verify=True):
+    """Create the service user, stage the set (validated), install the console, prune unused sets:
+    (changed, user created, pruned). The caller holds the host flock and the run's lock."""
+    created = ensure_user(run, user, group, f"{app.name} (asgi.deploy)")
+    probe = credential_probe(user, group, run)
+    gid = grp.getgrnam(group).gr_gid
+    changed = stage(app, digest, files, run, gid=gid, verify=verify, probe=probe)
+    changed |= install_console(app)
+    return changed, created, prune(app, keep, also_keep=[digest])
 
 
 def stage(app, digest, files, run, gid=0, verify=True, check_mode=False, probe=None):

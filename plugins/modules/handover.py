@@ -100,6 +100,12 @@ options:
     description: Keep the last lines of O(after_switch)'s output in the audit log and in a failure message.
     type: bool
     default: false
+  run_started:
+    description:
+      - When the run started, by the controller's clock (seconds since the epoch), recorded in the audit line - the
+        fleet's history orders runs by it, never by the hosts' clocks.
+    type: float
+    default: 0.0
   unlock:
     description:
       - Once the host is handed over, release the deploy lock O(run) holds on it (see M(asgi.deploy.lock)), in the
@@ -238,6 +244,7 @@ ARGUMENT_SPEC = app_argument_spec(
     hook_timeout=dict(type="int", default=600),
     hook_show_output=dict(type="bool", default=False),
     unlock=dict(type="bool", default=False),
+    run_started=dict(type="float", default=0.0),
 )
 
 
@@ -264,6 +271,7 @@ def machine(module):
         run=p["run"],
         actor=p["actor"],
         host=p["host"],
+        run_started=p["run_started"],
         start_cpu_weight=p["start_cpu_weight"],
         start_nice=p["start_nice"],
         force=p["force"],

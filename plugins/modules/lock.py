@@ -22,14 +22,21 @@ description:
     with O(stop_hooks), so that no migration ever runs beside another.
   - With O(state=present), also returns the host's state read under the lock (see M(asgi.deploy.state)), with the
     id of the settings set the host is to run.
+  - With O(state=needed), reads the host and assesses it against O(release) and the settings (the one assessment,
+    see M(asgi.deploy.state)), and takes the lock only where a change is needed, then reads the host again under it:
+    a run's first round trip to a host. A host that needs nothing gets no lock (a dead run's lock on it is cleared,
+    audited). A live holder is not an error here but a result (RV(held_by)): the controller decides which of two
+    runs goes on. The dead-run rule is O(alive)'s - a run of this controller whose ansible-playbook is gone.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
 options:
   state:
-    description: C(present) takes the lock, C(absent) releases it.
+    description:
+      - C(present) takes the lock, C(absent) releases it, C(needed) reads and assesses the host and takes the lock only
+        where a change is needed.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, needed]
     default: present
   run:
     description: Identifies this run; only the run that holds the lock releases it without O(force).
@@ -106,6 +113,25 @@ options:
     description: The app's secrets; with O(settings_public) they key the settings id (see M(asgi.deploy.settings)).
     type: dict
     default: {}
+  converge:
+    description: With O(state=needed), count the host as needing a change even when it runs O(release) as asked.
+    type: bool
+    default: false
+  keep:
+    description: With O(state=needed), the finished releases kept; what pruning to it frees is room for O(release).
+    type: int
+    default: 5
+  min_free_mb:
+    description: With O(state=needed), the least free space a new release needs.
+    type: int
+    default: 0
+  alive:
+    description:
+      - With O(state=needed), the controller's processes as M(asgi.deploy.plan) saw them - C(controller_id), C(pids)
+        (its ansible processes) and C(certain) (whether it could see every process). A lock of this controller whose
+        PID is not among them is a dead run's, taken over naming it; none is when C(certain) is false.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -158,22 +184,38 @@ settings_id:
   description: The id of the settings set the host is to run (its key made if missing).
   returned: when O(state=present) and O(settings_public) is set
   type: str
+locked:
+  description: Whether this run holds the host's lock now (it needs a change).
+  returned: when O(state=needed)
+  type: bool
+held_by:
+  description: The live run holding the lock of a host that needs a change (not taken over), or null.
+  returned: when O(state=needed)
+  type: dict
 """
 
 import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.asgi.deploy.plugins.module_utils.build import space
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App, Busy, app_argument_spec
-from ansible_collections.asgi.deploy.plugins.module_utils.host_state import read_state
-from ansible_collections.asgi.deploy.plugins.module_utils.locking import LockHeld, describe, read_lock, take, unlock
+from ansible_collections.asgi.deploy.plugins.module_utils.host_state import NEW_SETTINGS, assess, read_state
+from ansible_collections.asgi.deploy.plugins.module_utils.locking import (
+    LockHeld,
+    describe,
+    read_lock,
+    replaceable,
+    take,
+    unlock,
+)
 from ansible_collections.asgi.deploy.plugins.module_utils.settings import settings_id
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 
 # The id check mode shows for a host that has no settings key yet (check mode makes none).
 CHECK_MODE_SETTINGS = "0" * 32
 ARGUMENT_SPEC = app_argument_spec(
-    state=dict(type="str", choices=["present", "absent"], default="present"),
+    state=dict(type="str", choices=["present", "absent", "needed"], default="present"),
     run=dict(type="str", required=True),
     actor=dict(type="str", default=""),
     operation=dict(
@@ -194,6 +236,10 @@ ARGUMENT_SPEC = app_argument_spec(
     python=dict(type="path", default="/usr/bin/python3"),
     settings_public=dict(type="str", default=""),
     secrets=dict(type="dict", default={}, no_log=True),
+    converge=dict(type="bool", default=False),
+    keep=dict(type="int", default=5),
+    min_free_mb=dict(type="int", default=0),
+    alive=dict(type="dict", default={}),
 )
 
 
@@ -259,12 +305,86 @@ def present(module, app, systemd):
     module.exit_json(hooks_stopped=stopped, host_state=state, **result)
 
 
+def assessed(module, app, systemd):
+    """The host read and assessed against the run's release and settings (the one assessment)."""
+    p = module.params
+    state = read_state(app, systemd, module.run_command, p["python"])
+    wanted = ""
+    if p["settings_public"]:
+        state["settings_id"] = settings_id(app, p["settings_public"], p["secrets"])
+        # No key yet: no set was ever staged with one here, so the host needs new settings.
+        wanted = state["settings_id"] or NEW_SETTINGS
+    state["assessment"] = assess(state, p["release"], wanted, p["converge"])
+    return state
+
+
+def fits(module, app, state):
+    """Fail, with the numbers, when the release does not fit once pruned to ``keep``; else the room found."""
+    p = module.params
+    if not state["python"]:
+        module.fail_json(msg="{} does not run on this host (asgi_python)".format(p["python"]), host_state=state)
+    lock = state.get("lock") or {}
+    room = space(app, state, p["release"], p["keep"], p["min_free_mb"], protect=[lock.get("release", "")])
+    if not room["fits"]:
+        module.fail_json(
+            msg=(
+                f"release {p['release']} does not fit under {state['root']}: it needs about {room['needed_mb']} MB, "
+                f"{room['free_mb']} MB are free and pruning to release_keep={p['keep']} frees "
+                f"{room['reclaimable_mb']} MB more; free some space or lower release_keep"
+            ),
+            host_state=state,
+        )
+    return room
+
+
+def where_needed(module, app, systemd):
+    """Read, assess, and lock only where a change is needed (then read again, under the lock)."""
+    p = module.params
+    alive = p["alive"] or {}
+    state = assessed(module, app, systemd)
+    holder = state.get("lock")
+    replace = replaceable(holder, p["force"], alive.get("controller_id", ""), alive.get("pids", []),
+                          bool(alive.get("certain", False)))  # fmt: skip
+    done = dict(locked=False, held_by=None, holder=holder, hooks_stopped=[], waited_s=0.0)
+    if not state["assessment"]["needed"]:
+        cleared = False
+        if replace and not module.check_mode:
+            # A dead (or named) run's lock on a host this run does not change: cleared, naming it.
+            cleared = unlock(app, p["run"], actor=p["actor"], host=p["host"], force=replace, reason=p["reason"])[0]
+        module.exit_json(changed=cleared, forced=cleared, host_state=state, **done)
+    state["space"] = fits(module, app, state)
+    if module.check_mode:
+        live = holder if holder and holder.get("run") not in (p["run"], replace) else None
+        module.exit_json(changed=True, forced=bool(replace), host_state=state, **{**done, "held_by": live})
+    fields = {k: p[k] for k in ("operation", "version", "release", "controller", "controller_id", "pid")}
+    try:
+        changed, taken, waited = take(app, p["run"], actor=p["actor"], host=p["host"], take_over=replace,
+                                      wait_s=p["wait"], reason=p["reason"], **fields)  # fmt: skip
+        stopped = settle_hooks(app, systemd, p["stop_hooks"], p["hook_wait"])
+    except LockHeld as held:
+        module.exit_json(changed=False, forced=False, host_state=state, **{**done, "held_by": held.holder})
+    except Busy as busy:
+        module.fail_json(msg="{}: {}".format(p["host"] or "host", busy), busy=True)
+    # What the run works from is what it reads under its lock (another run may have finished meanwhile).
+    state = assessed(module, app, systemd)
+    if not state["assessment"]["needed"]:
+        unlock(app, p["run"], actor=p["actor"], host=p["host"])
+        module.exit_json(changed=bool(taken), forced=bool(taken), host_state=state, **done)
+    if p["settings_public"] and not state["settings_id"]:
+        state["settings_id"] = settings_id(app, p["settings_public"], p["secrets"], create=True)
+    result = dict(locked=True, held_by=None, holder=taken, hooks_stopped=stopped, waited_s=waited)
+    module.exit_json(changed=changed or bool(stopped), forced=bool(taken), host_state=state,
+                     settings_id=state.get("settings_id", ""), **result)  # fmt: skip
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     app = App(p["app"], p["base_dir"])
     if not p["run"]:
         module.fail_json(msg="lock: run must not be empty")
+    if p["state"] == "needed":
+        where_needed(module, app, Systemd(module.run_command))
     if module.check_mode:
         check_mode(module, app)
     if p["state"] == "present":

@@ -51,14 +51,20 @@ EXAMPLES = r"""
 RETURN = r"""
 run:
   description:
-    - The run - C(id), C(operation), C(actor), C(controller), C(controller_id), C(pid), C(started), and what the command
-      line said - C(version), C(serial), C(strategy), C(on_failure), C(converge), C(force_unlock), C(lock_wait),
-      C(allow_dirty), C(format), C(app_wheel), C(app_source), C(cmd), C(once), C(timeout), C(since), C(grep),
-      C(lines), C(purge), C(rebuild).
+    - The run - C(id) (16 hex digits that sort by start time), C(operation), C(actor), C(controller),
+      C(controller_id), C(pid), C(started), and what the command line said - C(version), C(serial), C(strategy),
+      C(on_failure), C(converge), C(force_unlock), C(lock_wait), C(allow_dirty), C(format), C(app_wheel),
+      C(app_source), C(cmd), C(once), C(timeout), C(since), C(grep), C(lines), C(purge), C(rebuild).
   returned: success
   type: dict
 settings:
   description: Each host's public settings digest, by inventory name.
+  returned: success
+  type: dict
+alive:
+  description:
+    - This controller's ansible processes - C(controller_id), C(pids), and C(certain) (false when some process could
+      not be read, so that no run is judged dead) - for M(asgi.deploy.lock) to tell a dead run's lock from a live one's.
   returned: success
   type: dict
 artifacts:

@@ -21,9 +21,12 @@ description:
   - C(release.json) is written last and atomically - from then on the release exists. A release whose manifest exists
     is never touched again (releases are immutable), unless its venv's interpreter is gone (then it is rebuilt); a
     directory without one is unfinished and is built afresh.
+  - With O(settings_files), first stages the settings set O(settings) in the same call, as M(asgi.deploy.settings) does
+    (validated, the service user made, the console installed, unused sets pruned): a deploy stages and builds in one
+    round trip.
   - Before building, prunes to O(keep) releases (room made for the new one), unfinished releases, wheelhouses no kept
-    release uses and staging leftovers; the targets of C(current), C(previous) and C(next) and the release the
-    deploy lock names are always kept.
+    release uses and staging leftovers; the targets of C(current), C(previous) and the slots' links and the release
+    the deploy lock names are always kept.
   - Used through its action plugin, which builds the wheelhouse for the host's Python on the controller (once, by
     content) and ships it and the app wheel only when the host lacks them.
   - Changes nothing unless O(run) holds the host's deploy lock.
@@ -58,6 +61,16 @@ options:
     description: Version of the uv wheel in the wheelhouse.
     type: str
     default: ""
+  settings_files:
+    description:
+      - The files of the settings set O(settings), to stage before building (see M(asgi.deploy.settings)'s C(files));
+        empty stages nothing.
+    type: dict
+    default: {}
+  settings_keep:
+    description: Unused settings sets kept besides the ones the units use (with O(settings_files)).
+    type: int
+    default: 3
   python:
     description: Interpreter the venv is built with.
     type: path
@@ -152,6 +165,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+settings_staged:
+  description: Whether the settings set had to be written (with O(settings_files)).
+  returned: when O(settings_files) is set
+  type: bool
 built:
   description: Whether the release was built by this call.
   returned: always
@@ -221,6 +238,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host import (
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import interpreter_ok
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import NotLocked, holding
 from ansible_collections.asgi.deploy.plugins.module_utils.process import CommandFailed
+from ansible_collections.asgi.deploy.plugins.module_utils.settings import SettingsInvalid, normalised, stage, write_set
 
 ARGUMENT_SPEC = app_argument_spec(
     release_id=dict(type="str", required=True),
@@ -230,6 +248,8 @@ ARGUMENT_SPEC = app_argument_spec(
     wheelhouse_key=dict(type="str", default="", no_log=False),
     wheelhouse_tarball=dict(type="path"),
     uv_version=dict(type="str", default=""),
+    settings_files=dict(type="dict", default={}, no_log=True),
+    settings_keep=dict(type="int", default=3),
     python=dict(type="path", default="/usr/bin/python3"),
     installer=dict(type="str", choices=["uv", "pip"], default="uv"),
     niceness=dict(type="int", default=10),
@@ -286,14 +306,25 @@ def main():
     if module.check_mode:
         result["built"] = result["changed"] = not exists
         result["pruned"] = prune(app, p["keep"] - (0 if exists else 1), protect=[p["release_id"]], dry_run=True)
+        if p["settings_files"]:
+            files = normalised(p["settings_files"])
+            result["settings_staged"] = stage(app, p["settings"], files, module.run_command, check_mode=True)
+            result["changed"] |= result["settings_staged"]
         module.exit_json(**result)
     began = time.monotonic()
     try:
         # A build that a dead controller left running on this host ends before this one looks.
         with holding(app, p["run"], p["flock_wait"]):
+            if p["settings_files"]:
+                staged, _created, _pruned = write_set(app, p["settings"], normalised(p["settings_files"]), p["user"],
+                                                      p["group"], module.run_command, p["settings_keep"])  # fmt: skip
+                result["settings_staged"] = staged
             result.update(prune_build_switch(module, app, exists))
+            result["changed"] |= result.get("settings_staged", False)
     except (Busy, NotLocked) as refused:
         module.fail_json(msg=str(refused), step="lock")
+    except (SettingsInvalid, CommandFailed) as invalid:
+        module.fail_json(msg=f"settings: {invalid}", step="settings")
     except BuildFailed as failed:
         module.fail_json(
             msg=f"release {p['release_id']} could not be built on this host at {failed.step} and was removed; "

@@ -99,11 +99,9 @@ user_created:
   type: bool
 """
 
-import grp
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.asgi.deploy.plugins.module_utils.build import ensure_user
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     RUN_ARGUMENT_SPEC,
     App,
@@ -115,10 +113,10 @@ from ansible_collections.asgi.deploy.plugins.module_utils.locking import NotLock
 from ansible_collections.asgi.deploy.plugins.module_utils.process import CommandFailed
 from ansible_collections.asgi.deploy.plugins.module_utils.settings import (
     SettingsInvalid,
-    credential_probe,
-    install_console,
+    normalised,
     prune,
     stage,
+    write_set,
 )
 
 ARGUMENT_SPEC = app_argument_spec(
@@ -152,29 +150,6 @@ def diff_against_applied(app, files):
     return diffs
 
 
-def normalised(given):
-    files = {}
-    for name, spec in given.items():
-        spec = spec if isinstance(spec, dict) else {"content": spec}
-        files[name] = {
-            "content": str(spec.get("content", "")),
-            "mode": str(spec.get("mode", "0640")),
-            "secret": bool(spec.get("secret", False)),
-        }
-    return files
-
-
-def write(module, app, files):
-    """Create the service user, stage the set, prune: (changed, user created, pruned)."""
-    p = module.params
-    created = ensure_user(module.run_command, p["user"], p["group"], f"{p['app']} (asgi.deploy)")
-    probe = credential_probe(p["user"], p["group"], module.run_command)
-    gid = grp.getgrnam(p["group"]).gr_gid
-    changed = stage(app, p["digest"], files, module.run_command, gid=gid, verify=p["verify"], probe=probe)
-    changed |= install_console(app)
-    return changed, created, prune(app, p["keep"], also_keep=[p["digest"]])
-
-
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
@@ -188,7 +163,9 @@ def main():
     else:
         try:
             with holding(app, p["run"], p["flock_wait"]):
-                changed, created, pruned = write(module, app, files)
+                changed, created, pruned = write_set(
+                    app, p["digest"], files, p["user"], p["group"], module.run_command, p["keep"], p["verify"]
+                )
         except (Busy, NotLocked, CommandFailed) as refused:
             module.fail_json(msg=f"settings: {refused}")
         except SettingsInvalid as exc:

@@ -9,11 +9,14 @@ prints at the end and when it fails. The roles only ask.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import os
 import socket
 import time
+
+from ansible_collections.asgi.deploy.plugins.module_utils import locking
 
 
 class FleetError(Exception):
@@ -27,40 +30,88 @@ def _kept(state):
 # -- who goes where ----------------------------------------------------------------------
 
 
-def deploy_moves(order, states, release):
-    """Each host's move in a deploy: ``{host: {release, pending, reasons}}`` and the anchor (the first host, in
-    play order, that needs a change: it is locked alone, first, so that of two runs exactly one goes on)."""
-    moves = {}
+def lock_round(order, results, run, release):
+    """What a run does after its first round trip (asgi.deploy.lock state=needed on every host): ``{moves, pending,
+    held, yield_to, wait_on}``.
+
+    A host that needs a change is locked (pending) or held by another live run. Of two runs that each hold some
+    hosts, the one that started first goes on (run ids sort by start time): a later run yields (it releases
+    what it took and stops, naming that run); the earlier one waits on the hosts the later one held, until it
+    lets go. A host held by a run that started earlier makes this run yield whatever it took."""
+    moves, held = {}, {}
     for host in order:
-        verdict = states[host].get("assessment") or {}
-        moves[host] = {
-            "release": release,
-            "pending": bool(verdict.get("needed")),
-            "reasons": verdict.get("reasons", []),
-        }
-    anchor = next((h for h in order if moves[h]["pending"]), "")
-    return {"moves": moves, "anchor": anchor, "pending": [h for h in order if moves[h]["pending"]]}
+        result = results.get(host) or {}
+        verdict = (result.get("host_state") or {}).get("assessment") or {}
+        locked, holder = bool(result.get("locked")), result.get("held_by")
+        moves[host] = {"release": release, "pending": locked or bool(holder), "reasons": verdict.get("reasons", [])}
+        if holder:
+            held[host] = holder
+    earlier = sorted((h.get("run") or "", host) for host, h in held.items() if (h.get("run") or "") < run)
+    yield_to = held[earlier[0][1]] if earlier else None
+    return {
+        "moves": moves,
+        "pending": [h for h in order if moves[h]["pending"]],
+        "held": held,
+        "yield_to": yield_to,
+        "wait_on": [] if yield_to else [h for h in order if h in held],
+    }
 
 
-def fleet_history(states):
-    """The releases the fleet was deployed to, oldest first, from every host's audit log (successful deploys,
-    by time, a release repeated in a row counted once)."""
-    events = sorted(
-        (e.get("time", ""), e.get("to", "")) for s in states.values() for e in s.get("history", []) if e.get("to")
-    )
-    history = []
-    for release in [pair[1] for pair in events]:
-        if not history or history[-1] != release:
-            history.append(release)
-    return history
+def fleet_runs(states):
+    """Every run that moved a host, in the order the controller started them (``run_started``, the controller's
+    clock; the host's clock only for lines written before runs recorded it), with where it went: ``[{run, event, to,
+    hosts}]``. One run, one entry, however many hosts it moved."""
+    runs = {}
+    for host, state in sorted(states.items()):
+        for position, move in enumerate(state.get("history", [])):
+            key = move.get("run") or f"{host}-{position}"
+            started = move.get("run_started") or _epoch(move.get("time", ""))
+            entry = runs.setdefault(key, {"run": key, "event": move.get("event"), "to": move.get("to"),
+                                          "started": started, "hosts": set()})  # fmt: skip
+            entry["started"] = min(entry["started"], started)
+            if move.get("event") == "revert":
+                entry["reverted"] = True
+            else:
+                entry["event"], entry["to"] = move.get("event"), move.get("to")
+            entry["hosts"].add(host)
+    return sorted(runs.values(), key=lambda r: (r["started"], r["run"]))
+
+
+def _epoch(iso):
+    """Seconds since the epoch of an audit line's UTC ``time`` (0 when unreadable)."""
+    try:
+        return float(calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return 0.0
+
+
+def history_stack(states):
+    """The fleet's releases as a stack: a deploy pushes its release, a rollback pops down to where it went (a
+    rollback one step back pops the live release). ``(stack, rolled_back_from)``: the releases left, oldest first,
+    and the ones a rollback left (never chosen again by default)."""
+    stack, left = [], set()
+    for run in fleet_runs(states):
+        if run.get("reverted"):
+            continue  # taken back in its own run (on_failure=revert): it never happened, for the fleet
+        target = run["to"]
+        if run["event"] == "deploy":
+            if not stack or stack[-1] != target:
+                stack.append(target)
+            left.discard(target)
+        elif target in stack:
+            while stack[-1] != target:
+                left.add(stack.pop())
+        else:
+            stack.append(target)
+    return stack, left
 
 
 def step_back(states):
-    """(target, why): one step back in the fleet's audited deploy history from the newest release a host runs -
-    never forward, so a second rollback goes further back."""
-    history = fleet_history(states)
+    """(target, why): one step down the fleet's audited history - the release below the newest one a host runs,
+    never one a rollback left - so a second rollback goes further back."""
+    stack, left = history_stack(states)
     lives = {s.get("live") for s in states.values()} - {""}
-    positions = [max(i for i, r in enumerate(history) if r == live) for live in lives if live in history]
+    positions = [i for i, release in enumerate(stack) if release in lives]
     if not positions:
         raise FleetError(
             "no host runs a release its audit log records as deployed ({}); give -e asgi_version=V".format(
@@ -68,18 +119,19 @@ def step_back(states):
             )
         )
     newest = max(positions)
-    if newest == 0:
-        raise FleetError(f"{history[0]} is the first release in the fleet's audited history; give -e asgi_version=V")
     # A release only some hosts ran (a rollout stopped half way) is no step back for the fleet.
-    everywhere = set.intersection(*({e.get("to") for e in s.get("history", [])} for s in states.values()))
-    earlier = [r for r in history[:newest] if r in everywhere and r != history[newest]]
+    everywhere = set.intersection(*({m.get("to") for m in s.get("history", [])} for s in states.values()))
+    earlier = [r for r in stack[:newest] if r in everywhere and r not in left]
     if not earlier:
+        if newest == 0:
+            raise FleetError(f"{stack[0]} is the first release in the fleet's audited history; give -e asgi_version=V")
         raise FleetError(
-            f"no release before {history[newest]} ran on every host (per their audit logs); give -e asgi_version=V"
+            f"no release before {stack[newest]} ran on every host (per their audit logs); give -e asgi_version=V"
         )
     target = earlier[-1]
-    trail = " -> ".join(history[max(0, newest - 3) : newest + 1])
-    return target, f"the release deployed before {history[newest]} ({trail})"
+    trail = " -> ".join(stack[max(0, newest - 3) : newest + 1])
+    note = f"; rolled back from before: {', '.join(sorted(left))}" if left else ""
+    return target, f"the release deployed before {stack[newest]} (history: {trail}{note})"
 
 
 def by_version(states, version):
@@ -168,30 +220,45 @@ def controller_id(root="/"):
     return hashlib.sha256(identity).hexdigest()[:16]
 
 
-def dead_run(holder, me=None, proc="/proc"):
-    """The run id of a lock taken from this very controller by an ansible-playbook that no longer runs (its
-    lock may be taken over, naming it); '' otherwise. A holder on another controller is never judged dead."""
-    me = controller_id() if me is None else me
-    if not holder or not me or holder.get("controller_id") != me or not holder.get("pid") or not holder.get("run"):
-        return ""
+def alive_runs(proc="/proc"):
+    """This controller's ansible processes, as a run's lock records them: ``{controller_id, pids, certain}``.
+    ``certain`` is false when some process could not be read (/proc mounted with hidepid, another user's process):
+    then no run of this controller is judged dead, and a dead run's lock needs -e asgi_force_unlock=<run>."""
+    pids, certain = [], not _hidepid(proc)
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "cmdline"), "rb") as stream:
+                cmdline = stream.read()
+        except FileNotFoundError:
+            continue  # gone meanwhile
+        except OSError:
+            certain = False
+            continue
+        if b"ansible" in cmdline:
+            pids.append(int(entry))
+    return {"controller_id": controller_id(), "pids": sorted(pids), "certain": certain}
+
+
+def _hidepid(proc):
+    """Whether ``proc`` is mounted so that other users' processes are hidden (hidepid=1/2, invisible, noaccess)."""
     try:
-        with open(os.path.join(proc, str(int(holder["pid"])), "cmdline"), "rb") as stream:
-            cmdline = stream.read()
-    except (OSError, ValueError):
-        return holder["run"]
-    return "" if b"ansible" in cmdline else holder["run"]
+        with open(os.path.join(proc, "self", "mountinfo"), encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split(" - ", 1)
+        if len(fields) == 2 and fields[1].startswith("proc ") and " " + proc + " " in " " + fields[0] + " ":
+            options = fields[1].split()[-1].split(",")
+            return any(o.startswith("hidepid=") and o not in ("hidepid=0", "hidepid=off") for o in options)
+    return False
 
 
-def take_over(holder, force=""):
-    """The run whose lock this run may replace: the one the user named (``-e asgi_force_unlock=<run>``, or
-    ``all`` for whoever holds it), else a dead run of this very controller; '' for none."""
-    if not holder:
-        return ""
-    if force == "all":
-        return holder.get("run") or ""
-    if force:
-        return force
-    return dead_run(holder)
+def lock_message(holder):
+    """What a run that yields says: who holds the host, and that nothing was changed by this run."""
+    return f"deploy lock held by {locking.describe(holder or {})}; it started first and goes on"
 
 
 # -- what a run prints ------------------------------------------------------------------------
@@ -208,6 +275,11 @@ def _draining(state):
     """The slot that drains the connections of the last handover, and how many it still holds ('-' when none)."""
     found = [i for i in (state.get("slots") or {}).values() if i.get("draining")]
     return ", ".join(f"{i['unit']} {i.get('release') or '?'} ({i.get('connections', 0)} conn.)" for i in found) or "-"
+
+
+def _row(host, s):
+    return [host, s["live"] or "-", s["previous"] or "-", s["slot"], s["serving"], s["draining"], s["lock"],
+            " ".join(s["kept"])]  # fmt: skip
 
 
 def _lock(lock):
@@ -268,14 +340,16 @@ def _event(host, r):
 def status_lines(states):
     """The fleet as lines of text: a table, what needs a look, the last events."""
     status = fleet_status(states)
-    rows = [
-        [h, s["live"] or "-", s["previous"] or "-", s["slot"], s["serving"], s["draining"], s["lock"], " ".join(s["kept"])]
-        for h, s in status.items()
-    ]
+    rows = [_row(host, s) for host, s in status.items()]
     lines = table(["HOST", "LIVE", "PREVIOUS", "SLOT", "SERVING", "DRAINING", "LOCK", "KEPT"], rows)
     notes = [f"{host}: {note}" for host, s in status.items() for note in s["notes"]]
     if notes:
         lines += ["", "Needs a look:", *notes]
+    stack, left = history_stack(states)
+    if stack:
+        lines += ["", "History (a rollback without a version goes one step down): " + " -> ".join(stack[-6:])]
+    if left:
+        lines.append("Rolled back from (never chosen by default again): " + ", ".join(sorted(left)))
     events = [_event(host, r) for host, s in status.items() for r in s["recent"]]
     if events:
         lines += ["", "Last events:", *table(["HOST", "TIME", "EVENT", "WHAT"], events)[1:]]

@@ -50,10 +50,10 @@ REMOVED = {
 
 
 def role_spec(role):
-    """Options of ``role``'s ``main`` entry point."""
+    """Options of ``role``'s ``main`` entry point (the asgi role's ``options``: it has no tasks)."""
     with open(os.path.join(ROLES, role, "meta", "argument_specs.yml"), encoding="utf-8") as stream:
         specs = yaml.safe_load(stream)["argument_specs"]
-    return specs["main"].get("options") or {}
+    return (specs.get("main") or specs["options"]).get("options") or {}
 
 
 def values(spec, lookup):

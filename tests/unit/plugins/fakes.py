@@ -290,7 +290,7 @@ def stage_settings(app, digest, socket="ListenStream=0.0.0.0:8000\n", probe=""):
     files = {app.units["socket"]: "[Socket]\n" + socket}
     for slot in SLOTS:
         files[app.units[slot]] = unit_text(app, slot, digest)
-        files[app.units[f"{slot}_probe"]] = "[Socket]\nListenStream={}\n{}".format(app.probes[slot], probe)
+        files[app.units[f"{slot}_probe"]] = f"[Socket]\nListenStream={app.probes[slot]}\n{probe}"
     for name, text in files.items():
         with open(os.path.join(units, name), "w") as stream:
             stream.write(text)

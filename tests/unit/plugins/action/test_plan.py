@@ -119,3 +119,28 @@ def test_a_bad_option_on_one_host_is_named_with_its_role():
     task_vars = {"hostvars": hostvars, "inventory_hostname": "web1", "asgi_app": "billing", "service_workers": "many"}
     _found, problems = host_options(task_vars, "web1")
     assert any("service_workers" in p and "(role service)" in p for p in problems), problems
+
+
+def test_run_ids_sort_by_when_the_run_started():
+    earlier, later = plan.run_id(now=1_765_000_000.000), plan.run_id(now=1_765_000_000.002)
+    assert len(earlier) == len(later) == 16 and int(earlier, 16) >= 0
+    assert earlier < later
+
+
+def test_a_list_of_batches_arrives_whole_from_the_command_line_with_commas():
+    assert plan.serial_of("1,25%,100%") == [1, "25%", "100%"]
+    assert plan.serial_of("2") == "2" and plan.serial_of([1, "50%"]) == [1, "50%"]
+    assert plan.check_serial(plan.serial_of("1,25%,100%")) == []
+
+
+def test_a_stray_text_ansible_split_off_the_command_line_is_refused_with_the_form_that_works():
+    # -e 'asgi_serial=[1, "25%", "100%"]' reaches Ansible as asgi_serial='[1,' and the rest as _raw_params.
+    [problem] = plan.inventory_problems({}, {"asgi_serial": "[1,", "_raw_params": '"25%", "100%"]'})
+    assert "not key=value" in problem and "-e asgi_serial=1,25%,100%" in problem
+
+
+def test_force_unlock_purge_and_a_command_are_refused_from_the_inventory():
+    problems = plan.inventory_problems({"asgi_force_unlock": "all", "asgi_purge": True, "asgi_cmd": "rm -rf /"}, {})
+    assert len(problems) == 3 and all("may only be given with -e" in p for p in problems)
+    assert plan.inventory_problems({"asgi_purge": True}, {"asgi_purge": True}) == []
+    assert plan.inventory_problems({"asgi_purge": True}, {"purge": True}) == []

@@ -37,6 +37,7 @@ def test_a_hook_is_a_task_file_only_when_it_says_so(value, kind):
 
 def test_the_roles_get_unit_names_and_paths_from_their_one_owner():
     layout = settings.layout("billing", "/srv")
-    assert layout["units"]["green"] == "billing-green.service" and layout["probes"]["blue"] == "/run/billing-blue-probe.sock"
+    assert layout["units"]["green"] == "billing-green.service"
+    assert layout["probes"]["blue"] == "/run/billing-blue-probe.sock"
     assert layout["units"]["app"] == "billing.service" and layout["slots"] == ["blue", "green"]
     assert layout["settings_root"] == "/etc/asgi-deploy/billing/settings"

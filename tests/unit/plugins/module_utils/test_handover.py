@@ -418,7 +418,8 @@ def test_a_host_of_the_layout_before_slots_moves_to_slots_with_one_start(app, sy
     assert calls.index(("restart", app.units["blue"])) < calls.index(("stop", app.legacy_units["main"]))
     assert ("wait-stopped", app.legacy_units["main"], 45.0) in calls
     assert app.units["socket"] in systemd.enabled
-    assert [pair[0] for pair in audit(app)[-1]["steps"]] == ["prepare", "start", "gate", "retire the old layout", "switch"]
+    steps = [pair[0] for pair in audit(app)[-1]["steps"]]
+    assert steps == ["prepare", "start", "gate", "retire the old layout", "switch"]
     # From here on, ordinary handovers between the slots.
     assert machine(app, systemd, clock, release=OLD).run()["slot"] == "green"
 

@@ -63,10 +63,13 @@ def test_releases_links_lock_and_history_are_read(app, systemd):
     assert state["lock"]["run"] == "r1"
     assert state["python"] == {}
     assert state["recent"][-1]["to"] == "9-x"
-    assert [h["to"] for h in state["history"]] == [NEW]  # successful deploys only
-    audit(app, {"event": "deploy", "to": "7-x", "result": "success", "run": "canary"})
-    audit(app, {"event": "revert", "to": NEW, "result": "success", "run": "canary"})
-    assert [h["to"] for h in read(app, systemd)["history"]] == [NEW]  # a deploy its own run took back is not history
+    assert [(h["event"], h["to"]) for h in state["history"]] == [("deploy", NEW)]  # successful moves only
+    audit(app, {"event": "deploy", "to": "7-x", "result": "success", "run": "canary", "run_started": 5.0})
+    audit(app, {"event": "revert", "to": NEW, "result": "success", "run": "canary", "run_started": 5.0})
+    moves = read(app, systemd)["history"]
+    # Each move with its run and the controller's start time of it: the fleet orders runs by that.
+    assert [(h["event"], h["run"], h["run_started"]) for h in moves[1:]] == [("deploy", "canary", 5.0),
+                                                                          ("revert", "canary", 5.0)]  # fmt: skip
     assert assess(state, NEW, "abc") == {"first": False, "change": "", "healthy": True, "reasons": [], "needed": False}
     assert assess(state, NEW, "abc", force=True)["reasons"] == ["converge requested"]
     assert assess(state, OLD, "abc")["reasons"] == [f"release {NEW} -> {OLD}"]

@@ -143,3 +143,24 @@ def test_a_module_that_changes_a_host_refuses_a_run_that_does_not_hold_its_lock(
         pass
     with locking.holding(app, "r1"):
         pass
+
+
+def test_a_dead_run_is_one_of_this_controller_whose_process_is_gone_and_only_when_every_process_could_be_seen():
+    mine = {"run": "r9", "controller_id": "me", "pid": 12}
+    assert locking.dead(mine, "me", [10, 11]) is True
+    assert locking.dead(mine, "me", [12]) is False  # still running
+    assert locking.dead({**mine, "controller_id": "other"}, "me", []) is False  # never another controller's
+    assert locking.dead(mine, "", []) is False  # a controller with no identity judges nothing
+    assert locking.dead(mine, "me", [], certain=False) is False  # hidepid: unknown is not dead
+    assert locking.dead({**mine, "pid": "x"}, "me", []) is False
+    assert locking.dead(None, "me", []) is False
+
+
+def test_whose_lock_a_run_may_replace_is_the_one_named_or_a_dead_one():
+    holder = {"run": "r1", "controller_id": "elsewhere", "pid": 1}
+    assert locking.replaceable(holder) == ""  # alive or not, not ours to judge
+    assert locking.replaceable(holder, "r1") == "r1"  # the user named it
+    assert locking.replaceable(holder, "r2") == ""  # named another run: this one stays
+    assert locking.replaceable(holder, "all") == "r1"
+    assert locking.replaceable(None, "all") == ""
+    assert locking.replaceable({**holder, "controller_id": "me"}, "", "me", [2]) == "r1"  # ours, and gone

@@ -12,6 +12,7 @@ import pytest
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.asgi.deploy.plugins.module_utils import locking
+from ansible_collections.asgi.deploy.plugins.module_utils import settings as settings_utils
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App, link_target, read_text
 from ansible_collections.asgi.deploy.plugins.modules import handover, hook, lock, release, settings, state
@@ -91,6 +92,49 @@ def test_lock_takes_refuses_takes_over_a_named_run_and_releases(app, host, capsy
     assert released["changed"] and not os.path.exists(app.lock)
 
 
+def needed(app, capsys, **more):
+    args = {**base(app), "state": "needed", "run": "r1", "release": NEW, "python": sys.executable, **more}
+    return run(lock, capsys, **args)
+
+
+def test_lock_where_needed_reads_assesses_and_locks_only_a_host_that_needs_a_change(app, host, capsys):
+    make_release(app, OLD)
+    stage_settings(app, "1" * 32)
+    first = needed(app, capsys, settings_public="p")
+    assert first["rc"] == 0 and first["locked"] and first["changed"] and first["held_by"] is None
+    assert first["host_state"]["assessment"]["reasons"] == ["first deploy"] and len(first["settings_id"]) == 32
+    assert locking.read_lock(app)["run"] == "r1"
+    # Another live run's lock is a result, not a failure: the controller decides which run goes on.
+    other = needed(app, capsys, run="r2")
+    assert other["rc"] == 0 and not other["locked"] and other["held_by"]["run"] == "r1"
+    # The same run's lock, named by the user (force_unlock), is taken over, naming it.
+    named = needed(app, capsys, run="r2", force="r1", reason="force_unlock")
+    assert named["locked"] and named["forced"] and named["holder"]["run"] == "r1"
+    locking.unlock(app, "r2")
+
+
+def test_lock_where_needed_leaves_a_host_that_needs_nothing_unlocked_and_clears_a_dead_runs_lock(
+    app, host, capsys, monkeypatch
+):
+    monkeypatch.setattr(handover, "Gate", functools.partial(Gate, get=host.get, sleep=lambda s: None))
+    make_release(app, OLD)
+    make_release(app, NEW)
+    stage_settings(app, "1" * 32)
+    locked(app, "r0")
+    assert run(handover, capsys, **base(app), settings="1" * 32, run="r0", release=NEW, unlock=True)["rc"] == 0
+    quiet = needed(app, capsys)
+    assert quiet["rc"] == 0 and not quiet["locked"] and not quiet["changed"] and not os.path.exists(app.lock)
+    # A lock of this controller whose process is gone (its PID not among the live ones) on a host that needs nothing.
+    locking.take(app, "dead1", actor="ops", controller_id="me", pid=4242)
+    cleared = needed(app, capsys, alive={"controller_id": "me", "pids": [1], "certain": True})
+    assert cleared["changed"] and cleared["forced"] and not os.path.exists(app.lock)
+    assert [e["event"] for e in map(json.loads, read_text(app.audit).splitlines())][-1] == "force_unlock"
+    # ...but not when the controller could not see every process.
+    locking.take(app, "dead2", actor="ops", controller_id="me", pid=4242)
+    kept = needed(app, capsys, alive={"controller_id": "me", "pids": [1], "certain": False})
+    assert not kept["changed"] and locking.read_lock(app)["run"] == "dead2"
+
+
 def test_lock_waits_for_or_stops_a_hook_a_dead_run_left_running(app, host, capsys, monkeypatch):
     host.transient.append("asgi-hook-demo-before-switch.service")
     busy = run(lock, capsys, **base(app), run="r1", python="/nonexistent", hook_wait=0)
@@ -101,7 +145,7 @@ def test_lock_waits_for_or_stops_a_hook_a_dead_run_left_running(app, host, capsy
 
 
 def test_settings_stages_a_set_for_the_run_holding_the_lock_only(app, host, capsys, monkeypatch):
-    monkeypatch.setattr(settings, "ensure_user", lambda *a, **k: False)
+    monkeypatch.setattr(settings_utils, "ensure_user", lambda *a, **k: False)
     files = {"gunicorn.conf.py": {"content": "workers = 2\n"}}
     group = grp.getgrgid(os.getgid()).gr_name
     args = {**base(app), "digest": "a" * 32, "files": files, "user": "demo", "group": group, "run": "r1"}
@@ -163,6 +207,24 @@ def test_release_never_rebuilds_a_finished_release_and_can_switch_to_it(app, hos
     assert result["rc"] == 0 and result["built"] is False and result["changed"]
     assert link_target(app.link("current")) == NEW
     assert read_text(os.path.join(app.release_dir(NEW), "release.json"))
+
+
+def test_release_stages_the_settings_set_in_the_same_call_and_fails_on_a_bad_one(app, host, capsys, monkeypatch):
+    make_release(app, NEW)
+    monkeypatch.setattr(release, "ensure_user", lambda *a, **k: False)
+    monkeypatch.setattr(settings_utils, "ensure_user", lambda *a, **k: False)
+    group = grp.getgrgid(os.getgid()).gr_name
+    files = {"gunicorn.conf.py": {"content": "workers = 2\n"}}
+    args = {**base(app), "release_id": NEW, "user": "demo", "group": group, "run": "r1", "uv_version": "0.9.0",
+            "settings": "c" * 32, "settings_files": files}  # fmt: skip
+    checked = run(release, capsys, **args, _ansible_check_mode=True)
+    assert checked["changed"] and checked["settings_staged"] and not os.path.exists(app.settings_dir("c" * 32))
+    locked(app)
+    done = run(release, capsys, **args)
+    assert done["rc"] == 0 and done["settings_staged"] and done["built"] is False
+    assert read_text(os.path.join(app.settings_dir("c" * 32), "gunicorn.conf.py")) == "workers = 2\n"
+    bad = run(release, capsys, **{**args, "settings": "d" * 32, "settings_files": {"x.py": {"content": "("}}})
+    assert bad["rc"] == 1 and bad["step"] == "settings" and "not valid" in bad["msg"]
 
 
 def test_hook_runs_as_the_app_is_audited_and_fails_with_the_output_when_safe_to_show(app, host, capsys, commands):

@@ -16,8 +16,15 @@ def host(live, previous="", kept=None, history=()):
         "live": live,
         "previous": previous,
         "kept": [{"id": r, "version": r.split("-")[0], "built_at": r} for r in kept],
-        "history": [{"time": f"2026-11-0{n}T00:00:00Z", "to": r} for n, r in history],
+        "history": [move(*item) for item in history],
     }
+
+
+def move(n, release, event="deploy", skew=0):
+    """Run n's successful move of a host to ``release``: the controller started run n at n (seconds); the host's
+    clock says what it says (``skew``)."""
+    return {"event": event, "run": f"run{n:02d}", "run_started": float(n), "to": release,
+            "time": f"2026-11-0{1 + (n + skew) % 9}T00:00:00Z"}  # fmt: skip
 
 
 def deployed(*releases):
@@ -25,16 +32,31 @@ def deployed(*releases):
     return list(enumerate(releases, 1))
 
 
-def test_a_deploy_moves_the_hosts_that_need_it_and_the_first_of_them_goes_first():
-    states = {
-        "web1": {"assessment": {"needed": False, "reasons": []}},
-        "web2": {"assessment": {"needed": True, "reasons": ["release a -> b"]}},
-        "web3": {"assessment": {"needed": True, "reasons": ["first deploy"]}},
-    }
-    moves = fleet.deploy_moves(["web1", "web2", "web3"], states, "b")
-    assert moves["anchor"] == "web2" and moves["pending"] == ["web2", "web3"]
-    assert moves["moves"]["web1"] == {"release": "b", "pending": False, "reasons": []}
-    assert fleet.deploy_moves(["web1"], {"web1": {"assessment": {"needed": False}}}, "b")["anchor"] == ""
+def round_result(needed, locked=False, held_by=None):
+    return {"locked": locked, "held_by": held_by, "host_state": {"assessment": {"needed": needed, "reasons": []}}}
+
+
+def test_after_the_first_round_trip_the_hosts_it_locked_change_and_the_others_are_done():
+    results = {"web1": round_result(False), "web2": round_result(True, locked=True), "web3": {"skipped": True}}
+    found = fleet.lock_round(["web1", "web2", "web3"], results, "0000000000ff0001", "b")
+    assert found["pending"] == ["web2"] and found["yield_to"] is None and found["wait_on"] == []
+    assert found["moves"]["web1"] == {"release": "b", "pending": False, "reasons": []}
+
+
+def test_of_two_runs_that_met_the_one_that_started_first_goes_on_and_waits_for_the_later_one():
+    earlier, later = "000000000100aaaa", "000000000200bbbb"
+    # earlier holds web1, later got web2 first: each sees the other on one host.
+    for_earlier = {"web1": round_result(True, locked=True), "web2": round_result(True, held_by={"run": later})}
+    for_later = {"web1": round_result(True, held_by={"run": earlier}), "web2": round_result(True, locked=True)}
+    mine = fleet.lock_round(["web1", "web2"], for_earlier, earlier, "b")
+    assert mine["yield_to"] is None and mine["wait_on"] == ["web2"] and mine["pending"] == ["web1", "web2"]
+    theirs = fleet.lock_round(["web1", "web2"], for_later, later, "b")
+    assert theirs["yield_to"] == {"run": earlier} and theirs["wait_on"] == []
+    assert "deploy lock held by run 000000000100aaaa" in fleet.lock_message(theirs["yield_to"])
+    assert "it started first and goes on" in fleet.lock_message(theirs["yield_to"])
+    # An unreadable lock names no run: nobody goes past it without -e asgi_force_unlock.
+    blocked = fleet.lock_round(["web1"], {"web1": round_result(True, held_by={"run": ""})}, earlier, "b")
+    assert blocked["yield_to"] == {"run": ""}
 
 
 def test_a_rollback_without_a_version_steps_back_in_the_audited_history_never_forward():
@@ -42,10 +64,42 @@ def test_a_rollback_without_a_version_steps_back_in_the_audited_history_never_fo
     states = {h: host("3-x", "2-x", kept=["1-x", "2-x", "3-x"], history=history) for h in ("a", "b")}
     plan = rollback_plan(states)
     assert plan["target"] == "2-x" and plan["pending"] == ["a", "b"]
-    assert "the release deployed before 3-x (1-x -> 2-x -> 3-x)" in plan["message"]
+    assert "the release deployed before 3-x (history: 1-x -> 2-x -> 3-x)" in plan["message"]
     # After that rollback the hosts run 2-x and `previous` points at 3-x: the next step back is 1-x, not 3-x.
-    stepped = {h: host("2-x", "3-x", kept=["1-x", "2-x", "3-x"], history=history) for h in ("a", "b")}
+    back = [*history, (4, "2-x", "rollback")]
+    stepped = {h: host("2-x", "3-x", kept=["1-x", "2-x", "3-x"], history=back) for h in ("a", "b")}
     assert rollback_plan(stepped)["target"] == "1-x"
+
+
+def test_a_release_a_rollback_left_is_never_chosen_again_by_default():
+    # 5.0.0 -> 5.0.1 -> 5.0.2, rollback (to 5.0.1), deploy 5.0.3, rollback: to 5.0.1, which ran before 5.0.3.
+    moves = [(1, "5.0.0-x"), (2, "5.0.1-x"), (3, "5.0.2-x"), (4, "5.0.1-x", "rollback"), (5, "5.0.3-x")]
+    kept = ["5.0.0-x", "5.0.1-x", "5.0.2-x", "5.0.3-x"]
+    states = {h: host("5.0.3-x", "5.0.1-x", kept=kept, history=moves) for h in ("a", "b")}
+    plan = rollback_plan(states)
+    assert plan["target"] == "5.0.1-x", plan["message"]
+    assert "rolled back from before: 5.0.2-x" in plan["message"]
+    assert fleet.history_stack(states) == (["5.0.0-x", "5.0.1-x", "5.0.3-x"], {"5.0.2-x"})
+    shown = fleet.status_table(states)
+    assert "History (a rollback without a version goes one step down): 5.0.0-x -> 5.0.1-x -> 5.0.3-x" in shown
+    assert "Rolled back from (never chosen by default again): 5.0.2-x" in shown
+
+
+def test_the_history_is_the_controllers_order_of_runs_not_the_hosts_clocks():
+    # Host b's clock runs days ahead: its lines' times would put 2-x after 3-x.
+    a = [(1, "1-x"), (2, "2-x"), (3, "3-x")]
+    b = [(1, "1-x", "deploy", 0), (2, "2-x", "deploy", 5), (3, "3-x", "deploy", 0)]
+    states = {"a": host("3-x", "2-x", kept=["1-x", "2-x", "3-x"], history=a),
+              "b": host("3-x", "2-x", kept=["1-x", "2-x", "3-x"], history=b)}  # fmt: skip
+    assert fleet.history_stack(states)[0] == ["1-x", "2-x", "3-x"]
+    assert rollback_plan(states)["target"] == "2-x"
+
+
+def test_a_deploy_its_own_run_took_back_is_no_step_in_the_history():
+    moves = [(1, "1-x"), (2, "2-x"), (3, "3-x"), (3, "2-x", "revert")]
+    states = {"a": host("2-x", "1-x", kept=["1-x", "2-x", "3-x"], history=moves)}
+    assert fleet.history_stack(states)[0] == ["1-x", "2-x"]
+    assert rollback_plan(states)["target"] == "1-x"
 
 
 def test_a_fleet_a_failed_deploy_left_half_way_goes_back_to_where_the_rest_still_is():
@@ -62,10 +116,10 @@ def test_a_release_only_some_hosts_ran_is_no_step_back_for_the_fleet():
     # 3-x stopped half way on a (on_failure=stop), then 4-x went everywhere: one step back is 2-x, not 3-x.
     states = {
         "a": host("4-x", "3-x", kept=["2-x", "3-x", "4-x"], history=deployed("1-x", "2-x", "3-x", "4-x")),
-        "b": host("4-x", "2-x", kept=["2-x", "3-x", "4-x"], history=[(1, "1-x"), (2, "2-x"), (5, "4-x")]),
+        "b": host("4-x", "2-x", kept=["2-x", "3-x", "4-x"], history=[(1, "1-x"), (2, "2-x"), (4, "4-x")]),
     }
     assert rollback_plan(states)["target"] == "2-x"
-    newcomer = {**states, "c": host("4-x", kept=["4-x"], history=[(5, "4-x")])}
+    newcomer = {**states, "c": host("4-x", kept=["4-x"], history=[(4, "4-x")])}
     with pytest.raises(FleetError, match="no release before 4-x ran on every host"):
         rollback_plan(newcomer)
 
@@ -136,18 +190,17 @@ def test_the_status_table_fits_its_data_and_says_what_needs_a_look():
     assert json.loads(json.dumps(data))["w2"]["previous"] == "1-x"
 
 
-def test_a_lock_is_a_dead_runs_only_when_this_controller_took_it_and_its_process_is_gone(tmp_path):
+def test_the_controllers_ansible_processes_are_listed_and_an_unreadable_one_makes_the_list_uncertain(tmp_path):
     (tmp_path / "10").mkdir()
     (tmp_path / "10/cmdline").write_bytes(b"python\0/usr/bin/ansible-playbook\0deploy.yml\0")
     (tmp_path / "11").mkdir()
     (tmp_path / "11/cmdline").write_bytes(b"vim\0")
-    mine = {"controller_id": "me", "run": "r9"}
-    assert fleet.dead_run({**mine, "pid": 10}, me="me", proc=str(tmp_path)) == ""  # still running
-    assert fleet.dead_run({**mine, "pid": 11}, me="me", proc=str(tmp_path)) == "r9"  # pid reused by something else
-    assert fleet.dead_run({**mine, "pid": 12}, me="me", proc=str(tmp_path)) == "r9"  # gone
-    assert fleet.dead_run({"controller_id": "other", "pid": 12, "run": "r9"}, me="me", proc=str(tmp_path)) == ""
-    assert fleet.dead_run(None, me="me") == ""
-    assert fleet.dead_run({**mine, "pid": 12}, me="", proc=str(tmp_path)) == ""  # no identity here
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self/mountinfo").write_text(f"22 1 0:21 / {tmp_path} rw,nosuid - proc proc rw\n")
+    alive = fleet.alive_runs(str(tmp_path))
+    assert alive["pids"] == [10] and alive["certain"] is True
+    (tmp_path / "self/mountinfo").write_text(f"22 1 0:21 / {tmp_path} rw,nosuid - proc proc rw,hidepid=invisible\n")
+    assert fleet.alive_runs(str(tmp_path))["certain"] is False  # other users' runs are hidden: none is judged dead
 
 
 def test_a_controller_is_its_machine_id_boot_id_host_name_and_pid_namespace(tmp_path):
@@ -160,14 +213,6 @@ def test_a_controller_is_its_machine_id_boot_id_host_name_and_pid_namespace(tmp_
     first = fleet.controller_id(str(tmp_path))
     (tmp_path / "proc/sys/kernel/random/boot_id").write_text("boot-2\n")
     assert first and fleet.controller_id(str(tmp_path)) != first  # rebooted: another controller
-
-
-def test_whose_lock_a_run_may_take_over():
-    holder = {"run": "r1", "controller_id": "elsewhere", "pid": 1}
-    assert fleet.take_over(holder) == ""  # alive or not, not ours to judge
-    assert fleet.take_over(holder, "r1") == "r1"  # the user named it
-    assert fleet.take_over(holder, "all") == "r1"
-    assert fleet.take_over(None, "all") == ""
 
 
 def test_the_summary_says_who_went_where_in_how_long_in_a_few_lines():
