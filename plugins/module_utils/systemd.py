@@ -29,6 +29,8 @@ UNIT_PROPERTIES = (
 RUNNING = ("active", "activating", "reloading", "deactivating")
 # Established TCP (/proc/net/tcp st 01) and connected Unix stream sockets (/proc/net/unix St 03).
 TCP_ESTABLISHED, UNIX_CONNECTED = "01", "03"
+# A Unix socket connected to the journal (every process's stdout) is no client.
+NOT_CLIENTS = "/run/systemd/"
 
 
 class SystemdError(Exception):
@@ -146,14 +148,22 @@ class Systemd:
         return len(inodes & self._connected_sockets())
 
     def _connected_sockets(self):
+        """Inodes of established TCP connections, and of connected Unix stream sockets accepted on a named socket
+        (an app's asgi_listen_unix; not the journal's, which every process's output is connected to)."""
         found = set()
-        for name, state_col, inode_col, wanted in (("tcp", 3, 9, TCP_ESTABLISHED), ("tcp6", 3, 9, TCP_ESTABLISHED),
-                                                   ("unix", 5, 6, UNIX_CONNECTED)):  # fmt: skip
+        for name in ("tcp", "tcp6", "unix"):
             with contextlib.suppress(OSError), open(os.path.join(self.proc, "net", name), encoding="utf-8") as stream:
                 for line in stream.readlines()[1:]:
                     cols = line.split()
-                    if len(cols) > inode_col and cols[state_col] == wanted:
-                        found.add(cols[inode_col])
+                    if name != "unix" and len(cols) > 9 and cols[3] == TCP_ESTABLISHED:
+                        found.add(cols[9])
+                    elif (
+                        name == "unix"
+                        and len(cols) > 7
+                        and cols[5] == UNIX_CONNECTED
+                        and not cols[7].startswith(NOT_CLIENTS)
+                    ):
+                        found.add(cols[6])
         return found
 
     def descendants(self, pid):

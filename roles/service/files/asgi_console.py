@@ -38,7 +38,8 @@ def main(argv):
         return 0
     app, root = os.environ["ASGI_CONSOLE_APP"], os.environ["ASGI_CONSOLE_ROOT"]
     here = os.path.dirname(os.path.realpath(__file__))
-    with open(os.path.join(here, "units", f"{app}.service"), encoding="utf-8") as stream:
+    # The slots' units differ only in their slot: either says how the app runs.
+    with open(os.path.join(here, "units", f"{app}-blue.service"), encoding="utf-8") as stream:
         unit = stream.read()
     release_dir = os.path.realpath(os.path.join(root, "current"))
     command = command_of(argv, os.path.join(release_dir, "venv", "bin"))

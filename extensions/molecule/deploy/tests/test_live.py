@@ -117,16 +117,16 @@ def phases(playbook):
     with short, Clients(TARGETS.values(), ws=4, sse=2) as clients:
         _wait_for(clients.all_connected, timeout=60, what="every client connected")
         for name, run, expected in steps:
-            began = clients.now()
+            began, short_began = clients.now(), short.now()
             result = run()
             _wait_for(lambda: settled(clients), timeout=DRAIN + 60, interval=0.2, what=f"{name}: drains over")
-            ended = clients.now()
+            ended, short_ended = clients.now(), short.now()
             _PHASES[name] = {
                 "rc": result.returncode,
                 "said": " ".join((result.stdout + result.stderr).split()),
                 "expected": expected,
                 "clients": clients.window(began, ended),
-                "short": short.window(began, ended),
+                "short": short.window(short_began, short_ended),
                 "began": began,
                 "ended": ended,
             }

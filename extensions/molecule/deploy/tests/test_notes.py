@@ -187,7 +187,7 @@ def test_each_host_runs_the_release_it_was_given_and_says_so_in_its_journal(runs
         host = on(name)
         assert live(name).startswith("1.0.0-"), name
         # One structured line per start, for an app that logs nothing of the kind itself.
-        journal = host.run("journalctl -u notes.service -o cat --no-pager | grep 'asgi.deploy start'").stdout
+        journal = host.run("journalctl -t notes -o cat --no-pager | grep 'asgi.deploy start'").stdout
         line = json.loads(journal.strip().splitlines()[-1].split("asgi.deploy start ", 1)[1])
         assert (line["app"], line["release_id"], line["version"]) == ("notes", live(name), "1.0.0")
         assert len(line["lock_sha256"]) == 64 and line["host"] == name

@@ -208,7 +208,9 @@ def reach(point, run, target, main_before):
     """Wait until the deploy ``run`` is at ``point`` on faults-web1 (or on its output)."""
     web1 = "faults-web1"
     if point == "during the build":
-        return run.wait_for("TASK [asgi.deploy.release : Build | Build the release venv", timeout=300)
+        return run.wait_for(
+            "TASK [asgi.deploy.service : Build | Stage the settings set and build the release", timeout=300
+        )
     if point == "during the last host's handover":
         return _wait_for(lambda: handing_over("faults-web3"), timeout=300, interval=0.05, what="faults-web3's handover")
     conditions = {
@@ -381,7 +383,7 @@ def test_a_failed_first_deploy_leaves_the_units_stopped_and_a_good_one_repairs_t
 # -- 5. bad settings -----------------------------------------------------------------
 
 
-def test_settings_that_fail_at_start_are_gated_on_next_and_main_keeps_its_own(load, playbook):
+def test_settings_that_fail_at_start_are_gated_on_the_new_slot_and_the_serving_one_keeps_its_own(load, playbook):
     version = fleet_version()
     pid_before = main_pid("faults-web1")
     events_before = {name: len(audit(name)) for name in HOSTS}
@@ -390,12 +392,12 @@ def test_settings_that_fail_at_start_are_gated_on_next_and_main_keeps_its_own(lo
             playbook, version, service_environment={"DEMO_ENVIRONMENT": "lab", "DEMO_APP_FAIL_STARTUP": "1"}
         )
     assert result.returncode != 0
-    assert "failed on faults-web1 at gate next" in result.said, result.said[-3000:]
-    assert main_pid("faults-web1") == pid_before  # main never restarted
+    assert "failed on faults-web1 at gate" in result.said, result.said[-3000:]
+    assert main_pid("faults-web1") == pid_before  # the serving slot was never touched
     environ = on("faults-web1").run("tr '\\0' '\\n' < /proc/%s/environ", str(pid_before)).stdout
     assert "DEMO_APP_FAIL_STARTUP" not in environ
     [line] = [e for e in audit("faults-web1")[events_before["faults-web1"] :] if e["event"] == "deploy"]
-    assert (line["change"], line["result"], line["step"]) == ("settings", "reverted", "gate next"), line
+    assert (line["change"], line["result"], line["step"]) == ("settings", "reverted", "gate"), line
     for name in ("faults-web2", "faults-web3"):  # locked and released, never changed
         assert {e["event"] for e in audit(name)[events_before[name] :]} <= {"lock", "unlock"}, name
     assert case.failures() == 0, CASES[case.name]
@@ -430,7 +432,7 @@ def test_with_on_failure_revert_a_failing_second_host_takes_the_first_back_too(l
     with Case(load, "on_failure=revert, second host fails") as case:
         result = deploy(playbook, "9.3.0", on_failure="revert")
     assert result.returncode != 0
-    assert "failed on faults-web2 at gate next" in result.said, result.said[-3000:]
+    assert "failed on faults-web2 at gate" in result.said, result.said[-3000:]
     assert "Taken back to what they ran (on_failure=revert): faults-web1" in result.said, result.said[-3000:]
     assert {name: live(name) for name in HOSTS} == before
     events = [(e["event"], e.get("result")) for e in audit("faults-web1") if e["event"] in ("deploy", "revert")]
@@ -455,8 +457,8 @@ def test_two_runs_taking_over_one_dead_runs_lock_a_second_apart_exactly_one_goes
     marks = audit_marks()
     with Case(load, "two take-overs of one dead run's lock, 1 s apart") as case:
         first = background_deploy(target)
-        # The second starts as the first takes the dead run's lock over: both read the dead holder.
-        first.wait_for("TASK [asgi.deploy.rollout : Lock | Lock the first host", timeout=180)
+        # The second starts as the first takes the dead run's lock over: both may read the dead holder.
+        first.wait_for("TASK [asgi.deploy.rollout : Plan | Read each host, and lock it where it needs", timeout=180)
         second = background_deploy(target)
         codes = [first.wait(), second.wait()]
         said = [" ".join(run.output().split()) for run in (first, second)]

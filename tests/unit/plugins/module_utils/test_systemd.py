@@ -45,3 +45,23 @@ def test_running_lists_only_units_that_are_not_dead(run):
     assert Systemd(run).running(*names) == ["asgi-hook-demo-before-switch.service"]
     # Exact names only: an app named demo never waits for the hooks of an app named demo-api.
     assert run.calls[-1][-2:] == list(names)
+
+
+def test_the_connections_an_instance_holds_are_its_clients_tcp_and_unix_not_its_journal_stream(tmp_path):
+    proc = tmp_path
+    for pid, fds in ((100, {"3": "socket:[11]", "4": "socket:[12]", "5": "pipe:[9]"}), (101, {"3": "socket:[13]"})):
+        (proc / str(pid) / "fd").mkdir(parents=True)
+        (proc / str(pid) / "stat").write_text(f"{pid} (gunicorn) S {100 if pid == 101 else 1} 0 0")
+        for fd, target in fds.items():
+            (proc / str(pid) / "fd" / fd).symlink_to(target)
+    (proc / "net").mkdir()
+    tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    tcp += "   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 10 1\n"  # listening
+    tcp += "   1: 0100007F:1F40 0100007F:9C40 01 00000000:00000000 00:00000000 00000000 0 0 11 1\n"  # a client
+    (proc / "net/tcp").write_text(tcp)
+    (proc / "net/tcp6").write_text(tcp.splitlines()[0] + "\n")
+    unix = "Num       RefCount Protocol Flags    Type St Inode Path\n"
+    unix += "0: 00000002 00000000 00000000 0001 03 12\n"  # its stdout, connected to the journal: no path here
+    unix += "0: 00000002 00000000 00000000 0001 03 13 /run/billing.sock\n"  # a client of asgi_listen_unix
+    (proc / "net/unix").write_text(unix)
+    assert Systemd(run=None, proc=str(proc)).connections_of(100) == 2
