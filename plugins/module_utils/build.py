@@ -45,7 +45,9 @@ from ansible_collections.asgi.deploy.plugins.module_utils.process import (
     unit_name,
 )
 
-BUILD_USER = "asgi-build"
+BUILD_PREFIX = "asgi-build-"
+# What a build may leave in a release besides regular files and directories: links, inside the venv only.
+LINKS_ONLY_UNDER = "venv" + os.sep
 # Bytecode with hashes, not build times: the same release builds the same bytes on every host.
 SOURCE_DATE_EPOCH = "315532800"
 IMPORT_PROBE = "asgi.deploy import check: "
@@ -127,6 +129,56 @@ def find_wheel(directory, name):
     raise BuildFailed("tools", f"no {name} wheel in {directory}")
 
 
+def build_user(app_name):
+    """The build identity of an app: its own, so that one app's build never sees another's processes, files or
+    environment. A name over 32 characters (useradd's limit) is shortened with a digest of the app's name."""
+    name = BUILD_PREFIX + app_name
+    return name if len(name) <= 32 else BUILD_PREFIX + hashlib.sha256(app_name.encode()).hexdigest()[:16]
+
+
+def unsafe_entries(path):
+    """What a build left in a release that root must never open or follow: FIFOs, sockets and devices anywhere,
+    links outside the venv, and files with other names elsewhere (hard links). Paths relative to ``path``."""
+    found = []
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, path)
+            mode = os.lstat(full)
+            kind = stat.S_IFMT(mode.st_mode)
+            if kind == stat.S_IFLNK:
+                if not rel.startswith(LINKS_ONLY_UNDER):
+                    found.append(f"{rel} (a link outside venv/)")
+            elif kind == stat.S_IFREG:
+                if mode.st_nlink > 1:
+                    found.append(f"{rel} (a file with {mode.st_nlink} names)")
+            elif kind != stat.S_IFDIR:
+                found.append(f"{rel} (a {KINDS.get(kind, 'special file')})")
+    return sorted(found)
+
+
+KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
+
+
+def read_regular(path):
+    """The bytes of a regular file, never through a link and never blocking on a FIFO; None for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def make_readonly(path):
     """Nothing in a release is writable by anyone but its owner (uv leaves a world-writable venv/.lock)."""
     for root, dirs, files in os.walk(path):
@@ -204,13 +256,13 @@ def pip_steps(python, release_dir, wheelhouse):
     ]
 
 
-def build_properties(release_dir, niceness, host_dir=""):
+def build_properties(release_dir, niceness, host_dir="", user=""):
     """The build identity's sandbox: unprivileged, offline, writing only inside the release. With ``host_dir``
     (a rebuild), that directory is what the sandbox sees at the release's path: venvs are not relocatable."""
     properties = [f"BindPaths={host_dir}:{release_dir}"] if host_dir and host_dir != release_dir else []
     properties += [
-        f"User={BUILD_USER}",
-        f"Group={BUILD_USER}",
+        f"User={user}",
+        f"Group={user}",
         f"WorkingDirectory={release_dir}",
         f"ReadWritePaths={release_dir}",
         "ProtectSystem=strict",
@@ -218,6 +270,9 @@ def build_properties(release_dir, niceness, host_dir=""):
         "PrivateTmp=yes",
         "PrivateNetwork=yes",
         "NoNewPrivileges=yes",
+        # Nothing of other users (another app's build, the apps, root) to see in /proc.
+        "ProtectProc=invisible",
+        "ProcSubset=pid",
         "UMask=0022",
         "Environment=HOME=/nonexistent",
         # uv keeps what it must cache (interpreter discovery) in the sandbox's private /tmp.
@@ -252,7 +307,8 @@ class Builder:
     def sandboxed(self, step, argv, properties=()):
         """Run ``argv`` as the build identity in its sandbox; BuildFailed with the output's last lines."""
         unit = unit_name("asgi-build", self.app.name, step, os.getpid())
-        command = systemd_run([*build_properties(self.path, self.niceness, self.dir), *properties], argv, unit=unit)
+        own = build_properties(self.path, self.niceness, self.dir, build_user(self.app.name))
+        command = systemd_run([*own, *properties], argv, unit=unit)
         try:
             return self.timed(step, check, self.run, command, step)
         except CommandFailed as failed:
@@ -289,7 +345,11 @@ class Builder:
         self.sandboxed("build step", ["/bin/sh", "-c", command], properties)
 
     def seal(self, uid=0, gid=0):
-        """From now on nobody but root (or ``uid``) writes into the release."""
+        """From now on nobody but root (or ``uid``) writes into the release. Refused, naming them, when the build
+        left anything root must not open or follow (see ``unsafe_entries``)."""
+        unsafe = unsafe_entries(self.dir)
+        if unsafe:
+            raise BuildFailed("seal", "the build left what a release may not hold: " + ", ".join(unsafe[:10]))
         chown_tree(self.dir, uid, gid)
         make_readonly(self.dir)
 
@@ -389,12 +449,11 @@ def normalise(venv):
         if root.endswith(".dist-info") and "uv_cache.json" in files:
             os.unlink(os.path.join(root, "uv_cache.json"))
             record = os.path.join(root, "RECORD")
-            if os.path.isfile(record):
+            data = read_regular(record)
+            if data is not None:
                 entry = os.path.basename(root) + "/uv_cache.json,"
-                with open(record, encoding="utf-8") as stream:
-                    lines = stream.readlines()
-                with open(record, "w", encoding="utf-8") as stream:
-                    stream.writelines(line for line in lines if not line.startswith(entry))
+                lines = data.decode("utf-8").splitlines(keepends=True)
+                write_atomic(record, "".join(line for line in lines if not line.startswith(entry)), 0o644)
 
 
 def compare_manifest(recorded, lines):
@@ -424,7 +483,10 @@ def tree_digest(path, skip=(MANIFEST_FILE,)):
                     f"l {oct(stat.S_IMODE(mode))} {hashlib.sha256(os.readlink(full).encode()).hexdigest()} {rel}"
                 )
             else:
-                lines.append(f"f {oct(stat.S_IMODE(mode))} {sha256_file(full)} {rel}")
+                data = read_regular(full)
+                if data is None:
+                    raise BuildFailed("digest", f"{rel} is not a regular file: a release holds files, dirs and links")
+                lines.append(f"f {oct(stat.S_IMODE(mode))} {hashlib.sha256(data).hexdigest()} {rel}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest(), lines
 
 

@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import time
 
@@ -174,12 +175,16 @@ def read_text(path, default=""):
 
 
 def write_atomic(path, content, mode=0o644, uid=-1, gid=-1):
-    """Write ``content`` to ``path`` so readers see the old or the new file, never a part."""
+    """Write ``content`` to ``path`` so readers see the old or the new file, never a part.
+
+    Root writes into directories a build identity had (a release): the temporary file is a new name made with
+    O_EXCL|O_NOFOLLOW, so a link or a file planted under any name is never followed or reused, and the rename
+    replaces whatever entry ``path`` is (a planted link included) without following it."""
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     data = content.encode("utf-8") if isinstance(content, str) else content
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         os.write(fd, data)
         os.fchmod(fd, mode)

@@ -12,7 +12,11 @@ version_added: 0.2.0
 description:
   - Builds C(<base>/<app>/releases/<id>/venv) at its final path with uv (or pip), offline from the wheelhouse shipped
     with it, every hash required, bytecode compiled (hash-based C(.pyc)), then C(pip check) - all as the unprivileged
-    build identity C(asgi-build), in a sandbox with no network that may write only inside the release.
+    app's own build identity (C(asgi-build-<app>)), in a sandbox with no network, no view of other users' processes,
+    that may write only inside the release.
+  - Root never opens or follows what the build left - before the release is sealed, FIFOs, sockets and devices
+    anywhere, links outside the venv and files with several names are refused, naming them; root's own files are
+    written with O_EXCL|O_NOFOLLOW and the digest reads regular files only.
   - Then the app's own build step (O(build_command), for example C(collectstatic)) runs the same way, with the unit's
     environment and credentials; the release is made root-owned and read-only; a digest of every file's path, mode
     and content is recorded (C(files.sha256), and C(tree_sha256) in C(release.json)); and the app is imported as the
@@ -212,10 +216,10 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.build import (
-    BUILD_USER,
     MANIFEST_FILE,
     Builder,
     BuildFailed,
+    build_user,
     ensure_user,
     manifest_exists,
     prune,
@@ -339,7 +343,10 @@ def prune_build_switch(module, app, exists):
     p = module.params
     result = {"changed": False}
     try:
-        result["changed"] = ensure_user(module.run_command, BUILD_USER, BUILD_USER, "asgi.deploy release builds")
+        builder_name = build_user(app.name)
+        result["changed"] = ensure_user(
+            module.run_command, builder_name, builder_name, f"{app.name} builds (asgi.deploy)"
+        )
     except CommandFailed as failed:
         raise BuildFailed("user", str(failed)) from None
     # Room first: a build that needs the space old releases hold must not fail for want of it.
@@ -414,7 +421,7 @@ def venv(module, app, made, wheels):
         )
     if not p["app_wheel"] or not os.path.isfile(p["app_wheel"]):
         raise BuildFailed("input", "the app wheel was not shipped to the host")
-    uid, gid = ids(BUILD_USER, BUILD_USER)
+    uid, gid = ids(build_user(app.name), build_user(app.name))
     made.build(p["app_wheel"], wheels, uv_version=p["uv_version"], uid=uid, gid=gid)
     if p["build_command"]:
         try:

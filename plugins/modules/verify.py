@@ -75,10 +75,10 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.build import (
-    BUILD_USER,
     MANIFEST_FILE,
     Builder,
     BuildFailed,
+    build_user,
     compare_manifest,
     make_readonly,
     tree_digest,
@@ -127,8 +127,8 @@ def rebuild(module, app, release_id):
         installer = manifest.get("installer", "uv")
         made = Builder(app, release_id, manifest, requirements, module.run_command, python=module.params["python"],
                        installer=installer, host_dir=scratch)  # fmt: skip
-        made.build(app_wheel, wheels, uv_version=uv_version, uid=pwd.getpwnam(BUILD_USER).pw_uid,
-                   gid=grp.getgrnam(BUILD_USER).gr_gid)  # fmt: skip
+        made.build(app_wheel, wheels, uv_version=uv_version, uid=pwd.getpwnam(build_user(app.name)).pw_uid,
+                   gid=grp.getgrnam(build_user(app.name)).gr_gid)  # fmt: skip
         if manifest.get("build_command"):
             settings = read_text(app.applied).strip()
             unit = app.unit_in_settings(settings)

@@ -587,7 +587,7 @@ def test_a_dependencys_pth_file_never_runs_as_root_and_a_locks_find_links_line_i
             host = on(name)
             assert not host.file("/root/pth-ran-as-root").exists, name
             ran = host.run("cat /srv/demo/current/venv/pth-ran-as").stdout.split()
-            builder = host.run("id -u asgi-build").stdout.strip()
+            builder = host.run("id -u asgi-build-demo").stdout.strip()
             assert ran and set(ran) == {builder}, (name, ran, builder)  # the build identity, and only it
         converge(playbook, GOOD[0])
     assert case.failures() == 0, CASES[case.name]

@@ -12,8 +12,8 @@ import zipfile
 
 import pytest
 from ansible_collections.asgi.deploy.plugins.module_utils import build
-from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text, swap_link
-from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, make_release
+from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text, swap_link, write_atomic
+from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, make_app, make_release
 
 
 def wheelhouse_tar(path, files, sums=None):
@@ -106,8 +106,9 @@ def test_a_build_runs_as_the_build_identity_offline_niced_hash_checked_and_the_m
     b.build(str(wheel), str(wheels), uv_version="0.9.0", uid=os.getuid(), gid=os.getgid())
     assert not os.path.exists(os.path.join(b.dir, "release.json"))
     install = run.step("install")
-    for prop in ("User=asgi-build", "PrivateNetwork=yes", "ProtectSystem=strict", f"ReadWritePaths={b.dir}", "Nice=10",
-                 "IOSchedulingClass=idle", "Environment=SOURCE_DATE_EPOCH=315532800"):  # fmt: skip
+    for prop in ("User=asgi-build-demo", "ProtectProc=invisible", "PrivateNetwork=yes", "ProtectSystem=strict",
+                 f"ReadWritePaths={b.dir}", "Nice=10", "IOSchedulingClass=idle",
+                 "Environment=SOURCE_DATE_EPOCH=315532800"):  # fmt: skip
         assert prop in install, prop
     assert {"--require-hashes", "--offline", "--no-index", "--compile-bytecode", "--no-config"} <= set(install)
     assert [argv[argv.index("--unit") + 1].split("-")[3] for argv in run.calls] == ["venv", "install", "check"]
@@ -136,7 +137,7 @@ def test_the_build_step_has_the_units_environment_but_not_its_user_nor_its_direc
     os.makedirs(builder(app, run).dir)
     builder(app, run).build_step("python -m django collectstatic --noinput", UNIT)
     argv = run.step("build step")
-    assert "User=asgi-build" in argv and "User=demo" not in argv and "StateDirectory=demo" not in argv
+    assert "User=asgi-build-demo" in argv and "User=demo" not in argv and "StateDirectory=demo" not in argv
     assert 'Environment="SECRET_KEY_FILE=x"' in argv and "LoadCredential=k:/etc/x" in argv
     assert argv[-3:] == ["/bin/sh", "-c", "python -m django collectstatic --noinput"]
 
@@ -250,3 +251,52 @@ def test_an_import_check_that_could_not_start_says_so_with_systemds_exit_code():
     said = build.import_failure("billing.main", "", 217, "asgi-import-check-billing-42.service")
     assert said.startswith("the import check of billing.main could not start (systemd exit code 217")
     assert "journalctl -u asgi-import-check-billing-42.service" in said
+
+
+def test_each_app_builds_as_its_own_identity_and_a_long_name_stays_within_useradds_limit():
+    assert build.build_user("billing") == "asgi-build-billing"
+    long_name = build.build_user("a-rather-long-application-name-indeed")
+    assert len(long_name) <= 32 and long_name.startswith("asgi-build-") and long_name != build.build_user("other")
+
+
+def test_what_a_build_may_not_leave_in_a_release_is_named_before_root_touches_it(tmp_path):
+    release = tmp_path / "release"
+    (release / "venv/bin").mkdir(parents=True)
+    (release / "venv/bin/python").symlink_to("/usr/bin/python3")  # a venv's own link: fine
+    (release / "release.json.tmp-1").symlink_to("/root/clobbered")  # planted for root to follow
+    os.mkfifo(release / "venv/pipe")
+    (release / "dist").mkdir()
+    (release / "dist/app.whl").write_bytes(b"x")
+    os.link(release / "dist/app.whl", release / "dist/twin")
+    assert build.unsafe_entries(str(release)) == [
+        "dist/app.whl (a file with 2 names)",
+        "dist/twin (a file with 2 names)",
+        "release.json.tmp-1 (a link outside venv/)",
+        "venv/pipe (a FIFO)",
+    ]
+    made = build.Builder(make_app(tmp_path), "1.0-x", {}, "", FakeRun(), host_dir=str(release))
+    with pytest.raises(build.BuildFailed, match=r"may not hold: dist/app\.whl"):
+        made.seal()
+    assert os.readlink(release / "release.json.tmp-1") == "/root/clobbered"  # left alone, never followed
+
+
+def test_root_reads_regular_files_only_never_through_a_link_or_a_fifo(tmp_path):
+    (tmp_path / "file").write_bytes(b"data")
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    os.mkfifo(tmp_path / "fifo")
+    assert build.read_regular(str(tmp_path / "file")) == b"data"
+    assert build.read_regular(str(tmp_path / "link")) is None
+    assert build.read_regular(str(tmp_path / "fifo")) is None  # returns at once: nothing blocks under the flock
+
+
+def test_a_planted_link_is_never_followed_by_roots_atomic_writes(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (tmp_path / "release").mkdir()
+    target = tmp_path / "release" / "release.json"
+    target.symlink_to(victim)
+    for pid in range(os.getpid() - 2, os.getpid() + 3):  # the names an old writer would have used
+        (tmp_path / "release" / f".release.json.tmp-{pid}").symlink_to(victim)
+    write_atomic(str(target), "{}\n")
+    assert victim.read_text() == "untouched"
+    assert not target.is_symlink() and target.read_text() == "{}\n"
