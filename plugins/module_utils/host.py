@@ -42,6 +42,94 @@ SLOTS = ("blue", "green")
 UNIT_SUFFIXES = ("-blue", "-green", "-blue-probe", "-green-probe", "-next", "-probe", "-next-probe")
 
 
+# Names an app may not have: a system directory under /var/lib, /var/cache or /var/log, or a system user, that a
+# removal with purge (its state, cache and logs directories, its user) would take for the app's.
+RESERVED_NAMES = frozenset(
+    [
+        "adm",
+        "apt",
+        "backup",
+        "bin",
+        "cache",
+        "daemon",
+        "dbus",
+        "dhcp",
+        "dpkg",
+        "games",
+        "gnats",
+        "irc",
+        "journal",
+        "kernel",
+        "lib",
+        "list",
+        "local",
+        "log",
+        "lp",
+        "mail",
+        "man",
+        "messagebus",
+        "misc",
+        "news",
+        "nobody",
+        "nogroup",
+        "pam",
+        "polkit-1",
+        "postgres",
+        "postgresql",
+        "private",
+        "proxy",
+        "python",
+        "root",
+        "sshd",
+        "sudo",
+        "sync",
+        "sys",
+        "syslog",
+        "systemd",
+        "systemd-coredump",
+        "systemd-network",
+        "systemd-resolve",
+        "systemd-timesync",
+        "tmp",
+        "ucf",
+        "uucp",
+        "www-data",
+        "containers",
+        "nginx",
+        "redis",
+        "mysql",
+        "mariadb",
+        "docker",
+        "podman",
+        "chrony",
+        "ntp",
+        "snapd",
+        "cloud",
+        "apache2",
+        "letsencrypt",
+    ]
+)
+# Base directories the app's directory may not sit in: a purge or a pruning there would reach the system's.
+RESERVED_BASES = frozenset(
+    [
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib64",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/tmp",  # noqa: S108 (a name refused, never a file made)
+        "/usr",
+        "/var",
+    ]
+)
+
 # The hooks a run may start on a host, each its own unit per app (App.hook_unit).
 HOOKS = ("before_switch", "after_switch", "after_deploy", "rollback_before_switch", "exec")
 
@@ -88,6 +176,8 @@ class App:
         self.config = os.path.join(config_dir, name)
         self.settings_root = os.path.join(self.config, "settings")
         self.settings_key = os.path.join(self.config, "settings.key")
+        # What the collection made for the app on this host (root-only): all a removal ever deletes.
+        self.made = os.path.join(self.config, "made.json")
         self.flock = os.path.join(run_dir, f"asgi-deploy-{name}.lock")
         self.console = os.path.join(bin_dir, f"asgi-{name}")
         self.unit_dir = unit_dir
@@ -164,6 +254,29 @@ class App:
             "slots": list(SLOTS),
             "settings_root": self.settings_root,
         }
+
+
+MADE_KINDS = ("dirs", "users", "groups", "runs_as")
+
+
+def read_made(app):
+    """What the collection recorded making for ``app`` here: ``{dirs, users, groups, runs_as}`` (lists)."""
+    try:
+        found = json.loads(read_text(app.made) or "{}")
+    except ValueError:
+        found = {}
+    found = found if isinstance(found, dict) else {}
+    return {kind: sorted({str(v) for v in found.get(kind, []) if isinstance(v, str)}) for kind in MADE_KINDS}
+
+
+def record_made(app, **made):
+    """Add to what the collection made for ``app`` (dirs, users and groups it created; the user it runs as)."""
+    found = read_made(app)
+    merged = {kind: sorted(set(found[kind]) | set(made.get(kind, ()))) for kind in MADE_KINDS}
+    if merged != found:
+        os.makedirs(app.config, mode=0o755, exist_ok=True)
+        write_atomic(app.made, json.dumps(merged, indent=1, sort_keys=True) + "\n", 0o600)
+    return merged
 
 
 def read_text(path, default=""):

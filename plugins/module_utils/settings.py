@@ -28,7 +28,7 @@ import shutil
 import tempfile
 
 from ansible_collections.asgi.deploy.plugins.module_utils.build import ensure_user
-from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text, remove_tree, write_atomic
+from ansible_collections.asgi.deploy.plugins.module_utils.host import read_text, record_made, remove_tree, write_atomic
 from ansible_collections.asgi.deploy.plugins.module_utils.process import systemd_run
 
 DIGEST = re.compile(r"^[0-9a-f]{16,64}$")
@@ -152,12 +152,43 @@ def normalised(given):
 def write_set(app, digest, files, user, group, run, keep=3, verify=True):
     """Create the service user, stage the set (validated), install the console, prune unused sets:
     (changed, user created, pruned). The caller holds the host flock and the run's lock."""
+    groups_before = group_exists(group)
     created = ensure_user(run, user, group, f"{app.name} (asgi.deploy)")
     probe = credential_probe(user, group, run)
     gid = grp.getgrnam(group).gr_gid
     changed = stage(app, digest, files, run, gid=gid, verify=verify, probe=probe)
     changed |= install_console(app)
+    record_made(
+        app,
+        dirs=[app.root, app.config, *systemd_directories(files)],
+        users=[user] if created else [],
+        groups=[group] if created and not groups_before else [],
+        runs_as=[user],
+    )
     return changed, created, prune(app, keep, also_keep=[digest])
+
+
+def group_exists(group):
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        return False
+    return True
+
+
+DIRECTORIES = {"StateDirectory": "/var/lib", "CacheDirectory": "/var/cache", "LogsDirectory": "/var/log"}
+
+
+def systemd_directories(files):
+    """The directories the set's units have systemd make for the app (StateDirectory= and the like)."""
+    found = set()
+    for name, spec in files.items():
+        if name.startswith("units/") and name.endswith(".service"):
+            for line in spec["content"].splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() in DIRECTORIES:
+                    found.update(os.path.join(DIRECTORIES[key.strip()], part) for part in value.split())
+    return sorted(found)
 
 
 def stage(app, digest, files, run, gid=0, verify=True, check_mode=False, probe=None):

@@ -235,6 +235,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     link_target,
     python_info,
     read_text,
+    record_made,
     remove_tree,
     swap_link,
     write_atomic,
@@ -344,9 +345,10 @@ def prune_build_switch(module, app, exists):
     result = {"changed": False}
     try:
         builder_name = build_user(app.name)
-        result["changed"] = ensure_user(
-            module.run_command, builder_name, builder_name, f"{app.name} builds (asgi.deploy)"
-        )
+        made = ensure_user(module.run_command, builder_name, builder_name, f"{app.name} builds (asgi.deploy)")
+        if made:
+            record_made(app, users=[builder_name], groups=[builder_name])
+        result["changed"] = made
     except CommandFailed as failed:
         raise BuildFailed("user", str(failed)) from None
     # Room first: a build that needs the space old releases hold must not fail for want of it.

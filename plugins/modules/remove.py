@@ -7,14 +7,18 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: remove
-short_description: Remove an app from a host - its units, releases, settings sets, console and user
+short_description: Remove an app from a host - what the collection made for it, and nothing else
 version_added: 0.2.0
 description:
   - Stops the app's units (the listening socket first, so that no connection starts the service again), disables and
-    deletes them, then deletes C(<base>/<app>) (releases, wheelhouses, links), C(/etc/asgi-deploy/<app>) (settings
-    sets and key), the C(asgi-<app>) console and the service user and group.
-  - Keeps the app's state directory (C(/var/lib/<app>)) unless O(purge=true); with it, also the cache and logs
-    directories.
+    deletes them and the C(asgi-<app>) console, then deletes exactly what the collection recorded making for the app
+    on this host (C(/etc/asgi-deploy/<app>/made.json), root-only) - C(<base>/<app>) (releases, wheelhouses, links),
+    C(/etc/asgi-deploy/<app>) (settings sets and key), and the users and groups it created (the service user, the
+    app's build identity).
+  - A user another app still runs as is kept (it goes with the last app that uses it); a user or a directory the
+    collection did not record making is never deleted. What is kept, and why, is returned (RV(kept)).
+  - Keeps the app's state directory (C(/var/lib/<app>)) unless O(purge=true); with it, the state, cache and logs
+    directories the app's units had systemd make go too - only those, and only when they belong to the app's user.
   - Keeps the audit log - copied to C(/var/log/asgi-deploy/<app>.deploys.log) with a last C(remove) line - since
     nothing a fleet did may be lost.
   - Changes nothing unless O(run) holds the host's deploy lock.
@@ -55,18 +59,21 @@ EXAMPLES = r"""
 
 RETURN = r"""
 removed:
-  description: What was removed (unit files, directories, the user).
+  description: What was removed (unit files, directories, users and groups).
   returned: always
   type: list
   elements: str
 kept:
-  description: What was kept (the state directory, the audit log's copy).
+  description:
+    - What was kept, each with why - the state directory (without purge), the audit log's copy, a user another app
+      runs as, anything the collection did not record making.
   returned: always
   type: list
   elements: str
 """
 
 import os
+import pwd
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
@@ -76,7 +83,9 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     Busy,
     app_argument_spec,
     audit,
+    read_made,
     read_text,
+    record_made,
     write_atomic,
 )
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import NotLocked, holding
@@ -85,13 +94,63 @@ from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 ARCHIVE = "/var/log/asgi-deploy"
 
 
-def present(app, user, purge):
-    """Everything of the app on this host that a removal deletes, and what it keeps."""
+def plan(app, user, group, purge):
+    """(files, dirs, users, groups, kept, handed): what a removal deletes - unit files and the console by their
+    names, and of what the collection recorded making, what is the app's alone - what it keeps, with why, and the
+    users and groups it hands over to an app that still uses them (that app's removal deletes them)."""
     wants = os.path.join(app.unit_dir, "multi-user.target.wants", app.units["app"])
-    files = [app.unit_path(unit) for unit in app.all_units()] + [wants, app.console]
-    dirs = [app.root, app.config] + [f"/var/{kind}/{app.name}" for kind in ("lib", "cache", "log") if purge]
-    kept = [] if purge else [f"/var/lib/{app.name}"]
-    return [p for p in files + dirs if os.path.lexists(p)], [p for p in kept if os.path.exists(p)]
+    files = [p for p in [app.unit_path(unit) for unit in app.all_units()] + [wants, app.console] if os.path.lexists(p)]
+    made, kept = read_made(app), []
+    others = other_apps(app)
+    dirs = []
+    for path in made["dirs"]:
+        if not os.path.lexists(path):
+            continue
+        if not path.startswith(STATE_ROOTS):
+            dirs.append(path)
+        elif not purge:
+            kept.append(f"{path} (the app's state: -e asgi_purge=true deletes it)")
+        elif not owned_by(path, user):
+            kept.append(f"{path} (not {user}'s: the app's unit did not make it)")
+        else:
+            dirs.append(path)
+    for path in [app.root, app.config, *(f"/var/{k}/{app.name}" for k in ("lib", "cache", "log") if purge)]:
+        if os.path.lexists(path) and path not in made["dirs"]:
+            kept.append(f"{path} (asgi.deploy has no record of making it)")
+    users, groups, handed = [], [], []
+    for kind, names, chosen in (("users", made["users"], users), ("groups", made["groups"], groups)):
+        for name in names:
+            sharing = sorted(other for other, theirs in others.items() if name in theirs["runs_as"] + theirs[kind])
+            if sharing:
+                kept.append(f"{kind[:-1]} {name} (still used by {', '.join(sharing)}; it goes with the last of them)")
+                handed.append((sharing[0], kind, name))
+            else:
+                chosen.append(name)
+    for name, kind in ((user, "users"), (group, "groups")):
+        if name not in made[kind]:
+            kept.append(f"{kind[:-1]} {name} (asgi.deploy did not create it)")
+    return files, dirs, users, groups, kept, handed
+
+
+# Where systemd makes an app's state, cache and logs directories.
+STATE_ROOTS = ("/var/lib/", "/var/cache/", "/var/log/")
+
+
+def other_apps(app):
+    """What the collection made for every other app on this host (their users are not this removal's)."""
+    found = {}
+    root = os.path.dirname(app.config)
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        if name != app.name and os.path.isfile(os.path.join(root, name, "made.json")):
+            found[name] = read_made(App(name, os.path.dirname(app.root), config_dir=root))
+    return found
+
+
+def owned_by(path, user):
+    try:
+        return os.lstat(path).st_uid == pwd.getpwnam(user).pw_uid
+    except (KeyError, OSError):
+        return False
 
 
 def stop_units(app, systemd):
@@ -127,15 +186,21 @@ def main():
     )
     p = module.params
     app = App(p["app"], p["base_dir"])
-    removed, kept = present(app, p["user"], p["purge"])
+    files, dirs, users, groups, kept, handed = plan(app, p["user"], p["group"], p["purge"])
+    removed = files + dirs + [f"user {u}" for u in users] + [f"group {g}" for g in groups]
     if module.check_mode:
         module.exit_json(changed=bool(removed), removed=removed, kept=kept)
     try:
         with holding(app, p["run"], p["flock_wait"]):
             systemd = Systemd(module.run_command)
             stop_units(app, systemd)
-            kept.append(archive_audit(app, p["actor"], p["host"], p["run"]))
-            for path in removed:
+            kept.append(archive_audit(app, p["actor"], p["host"], p["run"]) + " (the audit log, kept)")
+            for path in files:
+                if os.path.lexists(path):
+                    os.unlink(path)
+            for other, kind, name in handed:
+                record_made(App(other, p["base_dir"], config_dir=os.path.dirname(app.config)), **{kind: [name]})
+            for path in dirs:
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path)
                 elif os.path.lexists(path):
@@ -143,12 +208,11 @@ def main():
             systemd.daemon_reload()
     except (Busy, NotLocked) as refused:
         module.fail_json(msg=f"remove: {refused}")
-    for command, name in (("userdel", p["user"]), ("groupdel", p["group"])):
-        rc, out, err = module.run_command([command, name])
-        if rc == 0:
-            removed.append(f"{command[:-3]} {name}")
-        elif rc not in (6,):  # 6: no such user or group
-            module.fail_json(msg=f"remove: {command} {name} failed: {(err or out).strip()}", removed=removed)
+    for command, names in (("userdel", users), ("groupdel", groups)):
+        for name in names:
+            rc, out, err = module.run_command([command, name])
+            if rc not in (0, 6):  # 6: no such user or group (gone with its user)
+                module.fail_json(msg=f"remove: {command} {name} failed: {(err or out).strip()}", removed=removed)
     module.exit_json(changed=True, removed=removed, kept=kept)
 
 

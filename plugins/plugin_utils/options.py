@@ -16,7 +16,7 @@ import os
 import re
 
 import yaml
-from ansible_collections.asgi.deploy.plugins.module_utils.host import UNIT_SUFFIXES
+from ansible_collections.asgi.deploy.plugins.module_utils.host import RESERVED_BASES, RESERVED_NAMES, UNIT_SUFFIXES
 
 COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ROLES = os.path.join(COLLECTION_ROOT, "roles")
@@ -80,6 +80,14 @@ def check(options, operation="deploy"):
     elif str(o("asgi_app") or "").endswith(UNIT_SUFFIXES):
         suffixes = ", ".join(UNIT_SUFFIXES)
         problems.append(f"asgi_app {o('asgi_app')!r} ends like another app's units ({suffixes}): choose another name")
+    elif str(o("asgi_app") or "") in RESERVED_NAMES or str(o("asgi_app") or "").startswith("systemd-"):
+        problems.append(
+            f"asgi_app {o('asgi_app')!r} is the name of a system directory or user (/var/lib, /var/cache, /var/log, "
+            "/etc/passwd): a removal could take it for the app's; choose another name"
+        )
+    base = os.path.normpath(str(o("asgi_base_dir") or "/srv"))
+    if base in RESERVED_BASES:
+        problems.append(f"asgi_base_dir {base!r} is a system directory: give a directory of its own (/srv, /opt/apps)")
     if o("asgi_entrypoint") and not ENTRYPOINT.match(str(o("asgi_entrypoint"))):
         problems.append(
             "asgi_entrypoint {!r} must look like pkg.module:app or pkg.module:create_app()".format(o("asgi_entrypoint"))

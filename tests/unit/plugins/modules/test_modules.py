@@ -14,8 +14,14 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.asgi.deploy.plugins.module_utils import locking
 from ansible_collections.asgi.deploy.plugins.module_utils import settings as settings_utils
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import Gate
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App, link_target, read_text
-from ansible_collections.asgi.deploy.plugins.modules import handover, hook, lock, release, settings, state
+from ansible_collections.asgi.deploy.plugins.module_utils.host import (
+    App,
+    link_target,
+    read_made,
+    read_text,
+    record_made,
+)
+from ansible_collections.asgi.deploy.plugins.modules import handover, hook, lock, release, remove, settings, state
 from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, FakeSystemd, make_release, stage_settings
 
 OLD, NEW = "1.0.0-aaaa1111", "2.0.0-bbbb2222"
@@ -257,3 +263,31 @@ def test_hook_runs_as_the_app_is_audited_and_fails_with_the_output_when_safe_to_
 def test_a_release_is_imported_as_a_transient_user_until_the_service_user_exists():
     assert "DynamicUser=yes" in release.plain_unit("no-such-user-4f2a", "no-such-group-4f2a")
     assert "User=root" in release.plain_unit("root", "root") and "DynamicUser" not in release.plain_unit("root", "root")
+
+
+def test_remove_deletes_what_the_collection_made_and_keeps_the_rest_saying_why(
+    app, host, capsys, commands, tmp_path, monkeypatch
+):
+    bound = functools.partial(App, config_dir=app.config.rsplit("/", 1)[0], unit_dir=app.unit_dir, run_dir=app.run_dir)
+    monkeypatch.setattr(remove, "App", bound)
+    monkeypatch.setattr(remove, "Systemd", lambda run: host)
+    # demo: its directories and its user (made here); a state directory the unit had systemd make, another not its.
+    state, stranger = tmp_path / "var/lib/demo", tmp_path / "var/log/demo"
+    state.mkdir(parents=True)
+    stranger.mkdir(parents=True)
+    os.makedirs(app.root)
+    record_made(app, dirs=[app.root, app.config, str(state)], users=["shared"], groups=["shared"], runs_as=["shared"])
+    other = bound("other", os.path.dirname(app.root))
+    record_made(other, dirs=[other.root], runs_as=["shared"])
+    monkeypatch.setattr(remove, "STATE_ROOTS", (str(tmp_path / "var/lib") + "/", str(tmp_path / "var/log") + "/"))
+    args = {**base(app), "user": "shared", "group": "shared", "run": "r1", "purge": True}
+    locked(app)
+    result = run(remove, capsys, **args)
+    assert result["rc"] == 0, result
+    assert app.root in result["removed"] and not os.path.exists(app.root)
+    # Not the user's (the owner here is not "shared"): kept, saying so; the user is other's too: handed to it.
+    assert any(str(state) in k and "not shared's" in k for k in result["kept"]) and state.exists()
+    assert any("user shared (still used by other" in k for k in result["kept"])
+    assert not [argv for argv in commands.calls if argv[0] in ("userdel", "groupdel")]
+    assert read_made(other)["users"] == ["shared"] and read_made(other)["groups"] == ["shared"]
+    assert stranger.exists()  # never recorded: never touched
