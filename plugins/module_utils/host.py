@@ -419,10 +419,14 @@ def audit(app, event, now=None):
             os.replace(app.audit, app.audit + ".1")
     except FileNotFoundError:
         pass
-    fd = os.open(app.audit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, AUDIT_MODE)
+    fd = os.open(app.audit, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, AUDIT_MODE)
     try:
         # Hooks' lines may carry what the app printed: never for every local user to read.
         os.fchmod(fd, AUDIT_MODE)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # The last line was cut short (a full disk, a crash): this one must not be glued to it.
+            line = b"\n" + line
         os.write(fd, line)
     finally:
         os.close(fd)
@@ -433,6 +437,11 @@ def read_audit(app, last=0):
     """The audit log's records (the ``last`` ones); a line that is not a JSON object is skipped."""
     lines = read_text(app.audit).splitlines()
     return parse_audit(lines[-last:] if last else lines)[0]
+
+
+def audit_corrupt(app):
+    """How many lines of the audit log (the rotated one too) cannot be read (a torn or hand-edited line)."""
+    return parse_audit(read_text(app.audit + ".1").splitlines() + read_text(app.audit).splitlines())[1]
 
 
 def deploy_history(app, last=200):

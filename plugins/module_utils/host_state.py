@@ -13,6 +13,7 @@ import os
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import SETTINGS_ENV
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     SLOTS,
+    audit_corrupt,
     deploy_history,
     flock_holder,
     free_mb,
@@ -24,6 +25,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     read_text,
 )
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import read_lock
+from ansible_collections.asgi.deploy.plugins.module_utils.settings import key_state
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import RUNNING
 
 # The settings a host with no settings key yet is to run: different from whatever it runs.
@@ -101,6 +103,8 @@ def read_state(app, systemd, run, python="/usr/bin/python3", now=None, full=True
         # A build, hook or handover running right now (say, left running by a controller that died).
         "busy": flock_holder(app),
         "hooks_running": systemd.running(*app.hook_units()),
+        # "ok", "missing" (no settings set made here yet), or what is wrong with it.
+        "settings_key": key_state(app),
     }
     if full:
         kept, unfinished = list_releases(app)
@@ -115,6 +119,7 @@ def read_state(app, systemd, run, python="/usr/bin/python3", now=None, full=True
             free_mb=free_mb(app.root),
             python=python_info(run, python),
             recent=read_audit(app, last=5),
+            audit_corrupt=audit_corrupt(app),
             history=deploy_history(app),
         )
     state["interrupted"] = interrupted(state)
@@ -139,6 +144,16 @@ def interrupted(state):
     if state["current"] and not state["live"]:
         signs.append("current points at {}, which is not a finished release".format(state["current"]))
     return signs
+
+
+def damage(state):
+    """What is broken on the host that a deploy cannot simply redo, in plain words (status shows it)."""
+    found = []
+    if state.get("settings_key") not in ("ok", "missing", None):
+        found.append(f"the settings key is damaged: {state['settings_key']} (-e asgi_converge=true makes a new one)")
+    if state.get("audit_corrupt"):
+        found.append(f"the audit log has {state['audit_corrupt']} unreadable line(s) (they are skipped)")
+    return found
 
 
 def drift(state):

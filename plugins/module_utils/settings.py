@@ -68,11 +68,22 @@ def same_set(directory, files):
     )
 
 
-def settings_id(app, public, secrets, create=False):
+class KeyDamaged(Exception):
+    """The app's settings key is there but cannot be used (empty, not hex, unreadable)."""
+
+
+def settings_id(app, public, secrets, create=False, renew=False):
     """The id of the set shaped by ``public`` (the controller's digest of the options, secrets left out) and
     ``secrets``, keyed with the app's key on this host; '' when there is no key yet and ``create`` is false
-    (then no set was ever made here with it: the host needs new settings anyway)."""
-    key = read_key(app)
+    (then no set was ever made here with it: the host needs new settings anyway). A damaged key raises KeyDamaged,
+    unless ``renew``: then a new key replaces it (a new id: the host is handed over)."""
+    try:
+        key = read_key(app)
+    except KeyDamaged:
+        if not renew:
+            raise
+        key = random.token_bytes(32)
+        write_atomic(app.settings_key, key.hex(), 0o600)
     if key is None:
         if not create:
             return ""
@@ -92,11 +103,28 @@ def settings_id(app, public, secrets, create=False):
 
 
 def read_key(app):
-    text = read_text(app.settings_key, default=None)
+    """The key, or None when there is none yet; KeyDamaged when it is there but cannot be used."""
     try:
-        return bytes.fromhex(text.strip()) if text and text.strip() else None
-    except ValueError:
+        text = read_text(app.settings_key, default=None)
+    except OSError as exc:
+        raise KeyDamaged(f"{app.settings_key} cannot be read ({exc.strerror})") from None
+    if text is None:
         return None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise KeyDamaged(f"{app.settings_key} is not a key (not hex)") from None
+    if len(key) < 16:
+        raise KeyDamaged(f"{app.settings_key} is {'empty' if not key else 'too short'}")
+    return key
+
+
+def key_state(app):
+    """'ok', 'missing', or what is wrong with the key (for the state read and status)."""
+    try:
+        return "ok" if read_key(app) is not None else "missing"
+    except KeyDamaged as damaged:
+        return str(damaged)
 
 
 def validate(directory, files, run, verify=True):

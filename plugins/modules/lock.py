@@ -199,7 +199,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.build import space
-from ansible_collections.asgi.deploy.plugins.module_utils.host import App, Busy, app_argument_spec
+from ansible_collections.asgi.deploy.plugins.module_utils.host import App, Busy, app_argument_spec, audit
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import NEW_SETTINGS, assess, read_state
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import (
     LockHeld,
@@ -209,7 +209,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.locking import (
     take,
     unlock,
 )
-from ansible_collections.asgi.deploy.plugins.module_utils.settings import settings_id
+from ansible_collections.asgi.deploy.plugins.module_utils.settings import KeyDamaged, settings_id
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 
 # The id check mode shows for a host that has no settings key yet (check mode makes none).
@@ -270,7 +270,7 @@ def check_mode(module, app):
         result = dict(changed=not ours, holder=holder, forced=bool(holder and not ours), host_state=state)
         if p["settings_public"]:
             # No key is made in check mode: a host without one shows the id its settings would get with a new one.
-            made = settings_id(app, p["settings_public"], p["secrets"])
+            made = keyed_id(module, app, state)
             result["settings_id"] = state["settings_id"] = made or CHECK_MODE_SETTINGS
         module.exit_json(hooks_stopped=[], waited_s=0.0, **result)
     clears = holder is not None and (ours or p["force"] in ("all", holder.get("run")))
@@ -301,8 +301,28 @@ def present(module, app, systemd):
     state = read_state(app, systemd, module.run_command, p["python"])
     result = dict(changed=changed or bool(stopped), holder=holder, forced=bool(holder), waited_s=waited)
     if p["settings_public"]:
-        result["settings_id"] = state["settings_id"] = settings_id(app, p["settings_public"], p["secrets"], create=True)
+        result["settings_id"] = state["settings_id"] = keyed_id(module, app, state, create=True)
     module.exit_json(hooks_stopped=stopped, host_state=state, **result)
+
+
+def keyed_id(module, app, state, create=False):
+    """The settings id on this host. A damaged key fails, saying so and how to repair it - unless the run converges
+    (and changes hosts): then a new key replaces it, audited, and the settings get a new id (a handover)."""
+    p = module.params
+    try:
+        return settings_id(app, p["settings_public"], p["secrets"], create=create)
+    except KeyDamaged as damaged:
+        if not p["converge"] or module.check_mode:
+            module.fail_json(
+                msg=f"{p['host'] or 'this host'}: the settings key is damaged: {damaged}. Nothing was changed. "
+                "-e asgi_converge=true makes a new key (the settings get a new id: the host is handed over, audited)",
+                host_state=state,
+            )
+        made = settings_id(app, p["settings_public"], p["secrets"], renew=True)
+        audit(app, {"event": "repair", "run": p["run"], "actor": p["actor"], "host": p["host"],
+                    "what": "settings key", "why": str(damaged)})  # fmt: skip
+        state["settings_key"] = "ok"
+        return made
 
 
 def assessed(module, app, systemd):
@@ -311,7 +331,7 @@ def assessed(module, app, systemd):
     state = read_state(app, systemd, module.run_command, p["python"])
     wanted = ""
     if p["settings_public"]:
-        state["settings_id"] = settings_id(app, p["settings_public"], p["secrets"])
+        state["settings_id"] = keyed_id(module, app, state)
         # No key yet: no set was ever staged with one here, so the host needs new settings.
         wanted = state["settings_id"] or NEW_SETTINGS
     state["assessment"] = assess(state, p["release"], wanted, p["converge"])

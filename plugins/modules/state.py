@@ -202,6 +202,14 @@ recent:
   returned: always
   type: list
   elements: dict
+settings_key:
+  description: C(ok), C(missing) (no settings set was made here yet), or what is wrong with the app's settings key.
+  returned: always
+  type: str
+audit_corrupt:
+  description: Lines of the audit log that cannot be read (skipped by every reader).
+  returned: always
+  type: int
 interrupted:
   description: Signs that a run stopped half way through a handover.
   returned: always
@@ -234,7 +242,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host_state import (
     read_state,
     release_needed,
 )
-from ansible_collections.asgi.deploy.plugins.module_utils.settings import settings_id
+from ansible_collections.asgi.deploy.plugins.module_utils.settings import KeyDamaged, settings_id
 from ansible_collections.asgi.deploy.plugins.module_utils.systemd import Systemd
 
 ARGUMENT_SPEC = app_argument_spec(
@@ -259,7 +267,10 @@ def main():
     state = read_state(app, Systemd(module.run_command), module.run_command, p["python"])
     wanted = p["settings"]
     if p["settings_public"]:
-        state["settings_id"] = settings_id(app, p["settings_public"], p["secrets"])
+        try:
+            state["settings_id"] = settings_id(app, p["settings_public"], p["secrets"])
+        except KeyDamaged:
+            state["settings_id"] = ""  # the key is damaged: state["settings_key"] says how
         # No key yet: no set was ever staged with one here, so the host needs new settings.
         wanted = state["settings_id"] or NEW_SETTINGS
     if not p["release"]:

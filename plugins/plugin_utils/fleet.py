@@ -17,6 +17,7 @@ import socket
 import time
 
 from ansible_collections.asgi.deploy.plugins.module_utils import locking
+from ansible_collections.asgi.deploy.plugins.module_utils.host_state import damage
 
 
 class FleetError(Exception):
@@ -311,6 +312,7 @@ def fleet_status(states):
         if s.get("busy"):
             notes.append(f"a build, hook or handover is running on the host now (pid {s['busy']})")
         notes += s.get("interrupted", [])
+        notes += damage(s)
         hosts[host] = {
             "live": s.get("live", ""),
             "previous": s.get("previous", ""),

@@ -15,7 +15,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     point_link,
     swap_link,
 )
-from ansible_collections.asgi.deploy.plugins.module_utils.host_state import assess, read_state, release_needed
+from ansible_collections.asgi.deploy.plugins.module_utils.host_state import assess, damage, read_state, release_needed
 from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun, legacy_host, make_release
 
 OLD, NEW = "1.0.0-aaaa1111", "2.0.0-bbbb2222"
@@ -182,3 +182,14 @@ def test_the_release_role_has_work_only_where_the_release_is_missing_or_not_yet_
     assert not release_needed(state, "2.0.0-b")
     assert release_needed(state, "2.0.0-b", switch=True)
     assert not release_needed(state, "1.0.0-a", switch=True)
+
+
+def test_a_torn_audit_line_is_counted_and_the_next_line_never_glued_to_it(app, systemd):
+    audit(app, {"event": "deploy", "to": NEW, "result": "success"})
+    with open(app.audit, "a") as stream:
+        stream.write('{"event": "deploy", "to": "3.0')  # cut short by a full disk
+    audit(app, {"event": "unlock", "run": "r2"})
+    state = read(app, systemd)
+    assert state["audit_corrupt"] == 1
+    assert state["recent"][-1]["event"] == "unlock"  # readable: it began on a line of its own
+    assert damage(state) == ["the audit log has 1 unreadable line(s) (they are skipped)"]

@@ -291,3 +291,19 @@ def test_remove_deletes_what_the_collection_made_and_keeps_the_rest_saying_why(
     assert not [argv for argv in commands.calls if argv[0] in ("userdel", "groupdel")]
     assert read_made(other)["users"] == ["shared"] and read_made(other)["groups"] == ["shared"]
     assert stranger.exists()  # never recorded: never touched
+
+
+def test_a_damaged_settings_key_is_named_and_only_a_converging_run_replaces_it(app, host, capsys):
+    make_release(app, OLD)
+    os.makedirs(app.config, exist_ok=True)
+    with open(app.settings_key, "w") as stream:
+        stream.write("")  # emptied (a full disk, a hand edit)
+    refused = needed(app, capsys, settings_public="p")
+    assert refused["rc"] == 1 and "the settings key is damaged" in refused["msg"]
+    assert "is empty" in refused["msg"] and "-e asgi_converge=true" in refused["msg"]
+    assert refused["host_state"]["settings_key"].endswith("is empty")
+    repaired = needed(app, capsys, settings_public="p", converge=True)
+    assert repaired["rc"] == 0 and len(repaired["settings_id"]) == 32 and repaired["locked"]
+    events = [json.loads(line) for line in read_text(app.audit).splitlines()]
+    assert {"event": "repair", "what": "settings key"}.items() <= events[0].items()
+    assert len(read_text(app.settings_key).strip()) == 64
