@@ -75,6 +75,7 @@ kept:
 import os
 import pwd
 import shutil
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
@@ -134,6 +135,18 @@ def plan(app, user, group, purge):
 
 # Where systemd makes an app's state, cache and logs directories.
 STATE_ROOTS = ("/var/lib/", "/var/cache/", "/var/log/")
+
+
+def processes_of(module, user, wait_s=30.0, clock=time.monotonic, sleep=time.sleep):
+    """Processes ``user`` still runs (``pid unit command`` lines), once they had ``wait_s`` to end: a unit's last
+    processes may outlive its stop job by a moment."""
+    deadline = clock() + wait_s
+    while True:
+        rc, out, _err = module.run_command(["ps", "-o", "pid=,unit=,args=", "-u", user])
+        left = [line.strip() for line in out.splitlines() if line.strip()] if rc == 0 else []
+        if not left or clock() > deadline:
+            return left
+        sleep(0.5)
 
 
 def other_apps(app):
@@ -208,6 +221,15 @@ def main():
             systemd.daemon_reload()
     except (Busy, NotLocked) as refused:
         module.fail_json(msg=f"remove: {refused}")
+    for name in users:
+        left = processes_of(module, name)
+        if left:
+            module.fail_json(
+                msg=f"remove: user {name} still runs processes after its units stopped (left as they are): "
+                + "; ".join(left[:5]),
+                removed=removed,
+                kept=kept,
+            )
     for command, names in (("userdel", users), ("groupdel", groups)):
         for name in names:
             rc, out, err = module.run_command([command, name])
