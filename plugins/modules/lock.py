@@ -376,8 +376,9 @@ def where_needed(module, app, systemd):
     if module.check_mode:
         live = holder if holder and holder.get("run") not in (p["run"], replace) else None
         # Would be locked (unless another run holds it): what follows shows, in check mode, what it would do.
-        module.exit_json(changed=True, forced=bool(replace), host_state=state, **{**done, "locked": not live},
-                         held_by=live, settings_id=state.get("settings_id") or CHECK_MODE_SETTINGS)  # fmt: skip
+        module.exit_json(changed=True, forced=bool(replace), host_state=state,
+                         **{**done, "locked": not live, "held_by": live},
+                         settings_id=state.get("settings_id") or CHECK_MODE_SETTINGS)  # fmt: skip
     fields = {k: p[k] for k in ("operation", "version", "release", "controller", "controller_id", "pid")}
     try:
         changed, taken, waited = take(app, p["run"], actor=p["actor"], host=p["host"], take_over=replace,

@@ -307,3 +307,10 @@ def test_a_damaged_settings_key_is_named_and_only_a_converging_run_replaces_it(a
     events = [json.loads(line) for line in read_text(app.audit).splitlines()]
     assert {"event": "repair", "what": "settings key"}.items() <= events[0].items()
     assert len(read_text(app.settings_key).strip()) == 64
+
+
+def test_lock_where_needed_in_check_mode_says_it_would_lock_and_changes_nothing(app, host, capsys):
+    make_release(app, OLD)
+    checked = needed(app, capsys, settings_public="p", _ansible_check_mode=True)
+    assert checked["rc"] == 0 and checked["locked"] and checked["changed"] and checked["held_by"] is None
+    assert checked["settings_id"] and not os.path.exists(app.lock) and not os.path.exists(app.settings_key)
