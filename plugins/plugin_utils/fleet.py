@@ -480,7 +480,9 @@ def exec_lines(results):
 
 def canary_verdict(canary, others, threshold=0.05, min_requests=20):
     """Whether the hosts just switched (``canary``: ``{host: {requests, errors}}``) fail more than the hosts not
-    yet switched (``others``) by more than ``threshold`` (a share of requests): ``{bad, lines}``."""
+    yet switched (``others``) by more than ``threshold`` (a share of requests): ``{bad, judged, lines}``. With fewer
+    than ``min_requests`` on the canary there is nothing to judge by: not bad, not judged (the rollout stops there,
+    the canary staying, rather than go on unseen)."""
 
     def rate(counts):
         requests = sum(c.get("requests", 0) for c in counts.values())
@@ -494,10 +496,19 @@ def canary_verdict(canary, others, threshold=0.05, min_requests=20):
         f"not yet switched {', '.join(sorted(others)) or 'none'}: {o_err} of {o_req} ({o_rate:.1%})"
     )
     if c_req < min_requests:
-        return {"bad": False, "lines": [f"canary check: too few requests to judge ({numbers})"]}
+        return {
+            "bad": False,
+            "judged": False,
+            "lines": [
+                f"canary check: could not judge - {c_req} request(s) on the canary, fewer than "
+                f"rollout_canary_min_requests ({min_requests}) ({numbers}).",
+                "The rollout stops here; the canary stays on the new release. Give it traffic, a longer "
+                "rollout_pause or a lower rollout_canary_min_requests, and run the deploy again to go on.",
+            ],
+        }
     bad = c_rate > o_rate + threshold
     verdict = f"more than {threshold:.0%} above the others: the canary goes back" if bad else "within bounds"
-    return {"bad": bad, "lines": [f"canary check: {numbers}; {verdict}."]}
+    return {"bad": bad, "judged": True, "lines": [f"canary check: {numbers}; {verdict}."]}
 
 
 def verify_failed(results):

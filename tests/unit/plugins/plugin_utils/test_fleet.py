@@ -267,3 +267,15 @@ def test_verify_fails_on_a_finding_or_a_host_that_could_not_be_verified():
     assert fleet.verify_failed({"web1": as_built, "web2": {"failed": False, "msg": "no such app"}})
     assert fleet.verify_lines({"web2": {"failed": False, "msg": "no such app"}}) == ["web2: no such app"]
     assert fleet.verify_lines({"web2": found}) == ["web2: 1.0.0: venv/bin/x modified"]
+
+
+def test_a_canary_that_fails_more_than_the_others_goes_back_and_one_with_too_little_traffic_is_not_judged():
+    others = {"web2": {"requests": 400, "errors": 2}, "web3": {"requests": 380, "errors": 1}}
+    bad = fleet.canary_verdict({"web1": {"requests": 200, "errors": 40}}, others, 0.05, 20)
+    assert bad["bad"] and bad["judged"] and "the canary goes back" in bad["lines"][0]
+    good = fleet.canary_verdict({"web1": {"requests": 200, "errors": 1}}, others, 0.05, 20)
+    assert not good["bad"] and good["judged"] and "within bounds" in good["lines"][0]
+    quiet = fleet.canary_verdict({"web1": {"requests": 7, "errors": 0}}, others, 0.05, 20)
+    assert not quiet["bad"] and not quiet["judged"]
+    assert "could not judge - 7 request(s)" in quiet["lines"][0]
+    assert "rollout_canary_min_requests (20)" in quiet["lines"][0]
