@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -364,7 +365,8 @@ class Builder:
         rc, out, err = self.run(argv)
         self.timings["import check"] = round(self.clock() - began, 2)
         if rc != 0:
-            raise BuildFailed("import check", import_failure(module, (out or "") + (err or ""), rc, unit))
+            said = redact((out or "") + (err or ""), secret_values(unit_text))
+            raise BuildFailed("import check", import_failure(module, said, rc, unit))
 
     def finish(self):
         """From this moment the release exists."""
@@ -415,6 +417,40 @@ except BaseException as exc:
     print("asgi.deploy import check: " + json.dumps(line), file=sys.stderr, flush=True)
     sys.exit(3)
 """
+
+
+# scheme://user:password@host - a password in a URL (a database DSN) whatever holds it.
+URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?=@)")
+
+
+def secret_values(unit_text):
+    """The values of the secrets a unit hands the app (its credentials' files, its root-only environment file):
+    root reads them to keep them out of what it says."""
+    values = []
+    for line in unit_text.splitlines():
+        key, _, value = line.partition("=")
+        paths = []
+        if key == "LoadCredential" and ":" in value:
+            paths.append(value.split(":", 1)[1])
+        elif key == "EnvironmentFile":
+            paths.append(value.lstrip("-"))
+        for path in paths:
+            data = read_regular(path)
+            if data is None:
+                continue
+            text = data.decode("utf-8", "replace")
+            if key == "EnvironmentFile":
+                values += [entry.partition("=")[2].strip().strip("'\"") for entry in text.splitlines()]
+            else:
+                values.append(text)
+    return [v for value in values for v in (value, *value.splitlines()) if len(v.strip()) >= 4]
+
+
+def redact(text, secrets=()):
+    """``text`` with every secret's value and any password in a URL replaced by ***."""
+    for value in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return URL_PASSWORD.sub(lambda m: m.group("head") + "***", text)
 
 
 def import_failure(module, output, rc=1, unit=""):

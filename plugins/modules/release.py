@@ -382,8 +382,10 @@ def builder(module, app):
         installer=p["installer"],
         wheelhouse_key=p["wheelhouse_key"],
         requirements_sha256=hashlib.sha256(p["requirements"].encode("utf-8")).hexdigest(),
-        # What made the files besides the lock (verify rebuilds with it).
+        # What made the files besides the lock (verify rebuilds with them): the build step, and the settings set
+        # whose environment and credentials it ran with.
         build_command=p["build_command"],
+        settings=p["settings"],
     )
     manifest.setdefault("release_id", p["release_id"])
     return Builder(app, p["release_id"], manifest, p["requirements"], module.run_command, python=p["python"],

@@ -130,8 +130,15 @@ def rebuild(module, app, release_id):
         made.build(app_wheel, wheels, uv_version=uv_version, uid=pwd.getpwnam(build_user(app.name)).pw_uid,
                    gid=grp.getgrnam(build_user(app.name)).gr_gid)  # fmt: skip
         if manifest.get("build_command"):
-            settings = read_text(app.applied).strip()
-            unit = app.unit_in_settings(settings)
+            # The release's own settings, as it was built: never today's (a build step reads them).
+            settings = manifest.get("settings") or ""
+            unit = app.unit_in_settings(settings) if settings else ""
+            if not unit:
+                raise BuildFailed(
+                    "settings",
+                    f"the settings set {settings[:12] or '(not recorded: built before 0.3)'} this release was built "
+                    "with is no longer on the host: it cannot be rebuilt as it was",
+                )
             made.build_step(manifest["build_command"], unit)
         make_readonly(scratch)
         return tree_digest(scratch, skip=(MANIFEST_FILE, "release.json"))

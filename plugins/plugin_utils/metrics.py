@@ -24,7 +24,10 @@ FAILED = ("failed", "reverted", "revert_failed")
 
 
 def parse_time(text):
-    return datetime.strptime(str(text)[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    """An ISO 8601 time as UTC: the audit log's (``...Z``) and git's commit times (``%cI``: the committer's own
+    offset, ``+01:00``), so that a lead time never carries a time zone's difference."""
+    moment = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def runs_of(events):

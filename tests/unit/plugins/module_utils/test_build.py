@@ -300,3 +300,16 @@ def test_a_planted_link_is_never_followed_by_roots_atomic_writes(tmp_path):
     write_atomic(str(target), "{}\n")
     assert victim.read_text() == "untouched"
     assert not target.is_symlink() and target.read_text() == "{}\n"
+
+
+def test_what_root_says_of_a_failed_import_never_holds_a_secret_or_a_password_in_a_url(tmp_path):
+    (tmp_path / "db_password").write_text("s3cr3t-Pa55")
+    (tmp_path / "secrets.env").write_text("API_TOKEN='tok-123456'\nOTHER=x\n")
+    unit = f"[Service]\nLoadCredential=db_password:{tmp_path}/db_password\nEnvironmentFile={tmp_path}/secrets.env\n"
+    said = (
+        "OperationalError: connection to postgresql://polls:hunter22@db1:5432/polls failed; "
+        "password s3cr3t-Pa55 rejected; token tok-123456"
+    )
+    shown = build.redact(said, build.secret_values(unit))
+    assert "hunter22" not in shown and "s3cr3t-Pa55" not in shown and "tok-123456" not in shown
+    assert "postgresql://polls:***@db1:5432/polls" in shown and "password *** rejected" in shown

@@ -69,3 +69,8 @@ def test_corrupt_lines_are_counted_and_the_page_is_self_contained_with_its_plots
     page = report_html.render("billing", f, text)
     assert page.count("<svg") == 2 and "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
     assert "change failure rate    50%" in page
+
+
+def test_a_commit_made_in_another_time_zone_is_read_in_utc():
+    assert metrics.parse_time("2026-11-02T10:00:00+02:00") == metrics.parse_time("2026-11-02T08:00:00Z")
+    assert metrics.parse_time("2026-11-02T08:00:00") == metrics.parse_time("2026-11-02T08:00:00Z")
