@@ -33,12 +33,24 @@ class HookFailed(Exception):
         self.result = result
 
 
-def hook_argv(app, name, release_dir, unit_text, command, extra_env=None, timeout_s=0, token=""):
-    """The systemd-run command line that runs ``command`` (through /bin/sh) as the app would."""
+def hook_argv(app, name, release_dir, unit_text, command, extra_env=None, timeout_s=0, token="", run_id=""):
+    """The systemd-run command line that runs ``command`` (through /bin/sh) as the app would. Its description
+    names the run (a forced unlock stops the named run's hooks only); ``timeout_s`` 0 sets no time limit."""
     limits = [f"RuntimeMaxSec={int(timeout_s)}"] if timeout_s else []
     fields = [f"LogExtraFields=ASGI_HOOK_RUN={token}"] if token else []
+    fields += [f"Description={hook_description(app, name, run_id)}"] if run_id else []
     properties = as_app(unit_text, release_dir, name, extra_env, limits + fields)
     return systemd_run(properties, ["/bin/sh", "-c", command], unit=app.hook_unit(name), pipe=False, quiet=False)
+
+
+def hook_description(app, name, run_id):
+    return f"asgi.deploy hook {name} of {app.name} (run {run_id})"
+
+
+def run_of(description):
+    """The run a hook unit's description names ('' for none)."""
+    found = re.search(r"\(run ([^)\s]+)\)$", description or "")
+    return found.group(1) if found else ""
 
 
 def journal_of(run, token):
@@ -70,7 +82,8 @@ def run_hook(
         raise HookFailed(f"hook {name}: release {release} is not built on this host", {"hook": name})
     token = secrets.token_hex(8)
     began = clock()
-    rc, _out, err = run(hook_argv(app, name, release_dir, unit, command, extra_env, timeout_s, token))
+    run_id = (event or {}).get("run", "")
+    rc, _out, err = run(hook_argv(app, name, release_dir, unit, command, extra_env, timeout_s, token, run_id))
     finished = FINISHED.search(err or "")
     outcome = finished.group(1) if finished else ("success" if rc == 0 else "failed")
     summary = {

@@ -64,6 +64,9 @@ class Systemd:
         rows = [line.split() for line in out.splitlines()]
         return [row[0] for row in rows if len(row) > 2 and row[2] in RUNNING and row[0] in units]
 
+    def description(self, unit):
+        return self._run("systemctl", "show", "-p", "Description", "--value", unit, check=False).strip()
+
     def daemon_reload(self):
         self._run("systemctl", "daemon-reload")
 

@@ -98,7 +98,10 @@ options:
     choices: [dead run, force_unlock]
     default: dead run
   stop_hooks:
-    description: Stop a hook a dead run left running instead of waiting for it (the user forced the unlock).
+    description:
+      - Stop the hooks of the run whose lock is taken over (O(take_over), or O(force)'s run; C(all) - any), each
+        stop audited, instead of waiting for them (the user forced the unlock); other runs' hooks are always waited
+        for.
     type: bool
     default: false
   python:
@@ -199,6 +202,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.asgi.deploy.plugins.module_utils.build import space
+from ansible_collections.asgi.deploy.plugins.module_utils.hooks import run_of
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App, Busy, app_argument_spec, audit
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import NEW_SETTINGS, assess, read_state
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import (
@@ -243,20 +247,28 @@ ARGUMENT_SPEC = app_argument_spec(
 )
 
 
-def settle_hooks(app, systemd, stop, wait_s, clock=time.monotonic, sleep=time.sleep):
-    """Hooks a dead run left running end before this run starts its own: stopped when the user took the dead
-    run's lock over, else waited for (each stops at its own time limit). Returns the units stopped."""
+def settle_hooks(app, systemd, stop, wait_s, clock=time.monotonic, sleep=time.sleep, who=None):
+    """Hooks an earlier run left running end before this run starts its own: those of the run ``stop`` names
+    (whose lock the user forced; ``all`` for any) are stopped, each stop audited; the others are waited for (each
+    stops at its own time limit). Returns the units stopped."""
     running = systemd.running(*app.hook_units())
-    if running and stop:
-        systemd.stop_for_good(*running)
-        return running
+    chosen = [u for u in running if stop and (stop == "all" or run_of(systemd.description(u)) == stop)]
+    if chosen:
+        systemd.stop_for_good(*chosen)
+        for unit in chosen:
+            audit(app, {"event": "hook_stopped", **(who or {}), "unit": unit, "of_run": stop})
     deadline = clock() + wait_s
+    running = [u for u in running if u not in chosen]
     while running:
         if clock() > deadline:
             raise Busy(f"hooks of an earlier run are still running after {wait_s}s: {', '.join(running)}")
         sleep(1.0)
         running = systemd.running(*app.hook_units())
-    return []
+    return chosen
+
+
+def who(p):
+    return {"run": p["run"], "actor": p["actor"], "host": p["host"]}
 
 
 def check_mode(module, app):
@@ -291,7 +303,7 @@ def present(module, app, systemd):
             reason=p["reason"],
             **fields,
         )
-        stopped = settle_hooks(app, systemd, p["stop_hooks"], p["hook_wait"])
+        stopped = settle_hooks(app, systemd, p["take_over"] if p["stop_hooks"] else "", p["hook_wait"], who=who(p))
     except LockHeld as held:
         module.fail_json(msg="{}: {}".format(p["host"] or "host", held), holder=held.holder)
     except Busy as busy:
@@ -383,7 +395,8 @@ def where_needed(module, app, systemd):
     try:
         changed, taken, waited = take(app, p["run"], actor=p["actor"], host=p["host"], take_over=replace,
                                       wait_s=p["wait"], reason=p["reason"], **fields)  # fmt: skip
-        stopped = settle_hooks(app, systemd, p["stop_hooks"], p["hook_wait"])
+        forced = ("all" if p["force"] == "all" else replace) if p["stop_hooks"] else ""
+        stopped = settle_hooks(app, systemd, forced, p["hook_wait"], who=who(p))
     except LockHeld as held:
         module.exit_json(changed=False, forced=False, host_state=state, **{**done, "held_by": held.holder})
     except Busy as busy:

@@ -124,8 +124,8 @@ def check(options, operation="deploy"):
     user = o("asgi_user") or o("asgi_app")
     if o("release_owner") and user and o("release_owner") == user:
         problems.append(f"release_owner must not be the service user {user}: the app could rewrite its own code")
-    if o("asgi_hook_timeout") is not None and int(o("asgi_hook_timeout")) < 1:
-        problems.append("asgi_hook_timeout must be at least 1 (seconds)")
+    if o("asgi_hook_timeout") is not None and int(o("asgi_hook_timeout")) < 0:
+        problems.append("asgi_hook_timeout must be 0 (no limit) or a number of seconds")
     return problems
 
 

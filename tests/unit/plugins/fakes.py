@@ -81,6 +81,7 @@ class FakeSystemd:
         self.slow_drain = False  # a stopped slot stays deactivating until waited for
         self.stuck = set()  # units that only a kill ends
         self.held = {}  # unit -> connections it holds
+        self.descriptions = {}  # unit -> Description (a hook's names its run)
 
     def unit(self, name):
         return self.units.setdefault(
@@ -116,6 +117,9 @@ class FakeSystemd:
         u["NeedDaemonReload"] = "yes" if u.get("need_reload") else "no"
         u["TimeoutStopUSec"] = "40s"
         return u
+
+    def description(self, unit):
+        return self.descriptions.get(unit, "")
 
     def running(self, *units):
         return [name for name in self.transient if name in units]

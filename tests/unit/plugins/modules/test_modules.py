@@ -141,13 +141,21 @@ def test_lock_where_needed_leaves_a_host_that_needs_nothing_unlocked_and_clears_
     assert not kept["changed"] and locking.read_lock(app)["run"] == "dead2"
 
 
-def test_lock_waits_for_or_stops_a_hook_a_dead_run_left_running(app, host, capsys, monkeypatch):
-    host.transient.append("asgi-hook-demo-before-switch.service")
+def test_lock_waits_for_a_hook_an_earlier_run_left_running_and_stops_only_the_forced_runs(app, host, capsys):
+    mine, theirs = "asgi-hook-demo-before-switch.service", "asgi-hook-demo-exec.service"
+    host.transient += [mine, theirs]
+    host.descriptions.update({mine: "asgi.deploy hook before_switch of demo (run r0)",
+                              theirs: "asgi.deploy hook exec of demo (run r7)"})  # fmt: skip
     busy = run(lock, capsys, **base(app), run="r1", python="/nonexistent", hook_wait=0)
     assert busy["rc"] == 1 and "hooks of an earlier run are still running" in busy["msg"]
     locking.unlock(app, "r1")
-    stopped = run(lock, capsys, **base(app), run="r1", python="/nonexistent", stop_hooks=True)
-    assert stopped["hooks_stopped"] == ["asgi-hook-demo-before-switch.service"] and host.transient == []
+    locking.take(app, "r0", actor="ops")
+    # The user forced r0's lock: r0's hook is stopped, audited; r7's (another run's) is still waited for.
+    waited = run(lock, capsys, **base(app), run="r1", python="/nonexistent", take_over="r0", reason="force_unlock",
+                 stop_hooks=True, hook_wait=0)  # fmt: skip
+    assert waited["rc"] == 1 and theirs in waited["msg"] and host.transient == [theirs]
+    stopped = [e for e in map(json.loads, read_text(app.audit).splitlines()) if e["event"] == "hook_stopped"]
+    assert [(e["unit"], e["of_run"], e["run"]) for e in stopped] == [(mine, "r0", "r1")]
 
 
 def test_settings_stages_a_set_for_the_run_holding_the_lock_only(app, host, capsys, monkeypatch):

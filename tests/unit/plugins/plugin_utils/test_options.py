@@ -80,7 +80,7 @@ def test_good_options_pass():
         ({"service_environment": {"BAD-NAME": "x"}}, "service_environment names must match"),
         ({"asgi_readiness_headers": {"Bad Header": "x"}}, "HTTP header names"),
         ({"release_owner": "demo"}, "must not be the service user demo"),
-        ({"asgi_hook_timeout": 0}, "asgi_hook_timeout must be at least 1"),
+        ({"asgi_hook_timeout": -1}, "asgi_hook_timeout must be 0 (no limit) or a number of seconds"),
     ],
 )
 def test_each_bad_option_is_named(change, problem):
