@@ -34,8 +34,9 @@ description:
   - On any failure the host is put back exactly as it was (C(current), C(previous), the slot links, C(<app>.service),
     unit files; the old slot serving, the new one stopped) and the module fails naming the step, the check and the
     journal tail. A failed gate leaves the old slot untouched. A failed first deploy leaves the units stopped.
-  - The switch runs detached from the SSH session - a controller that dies (whatever its pipelining or become
-    settings) never leaves a host half switched - and under the host flock, so the next run waits for it.
+  - The switch runs detached from the SSH session, in a transient scope of its own (RV(scope)) - a controller that
+    dies, or logind ending the session, never leaves a host half switched - and under the host flock, so the next
+    run waits for it.
   - Appends one JSON line per handover (success or not) to C(<base>/<app>/deploys.log), in one write.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
@@ -212,6 +213,12 @@ journal:
   returned: on failure
   type: list
   elements: str
+scope:
+  description:
+    - The transient scope the switch ran in, out of the SSH session's (C(asgi-handover-<app>-<run>.scope)); empty when
+      the host's systemd could not make one (the switch then ran in the module's session, detached from it).
+  returned: success
+  type: str
 unlocked:
   description: Whether the deploy lock of O(run) was released.
   returned: when O(unlock=true)
@@ -308,7 +315,9 @@ def main():
     try:
         with holding(handover.app, p["run"], p["flock_wait"]):
             # Detached: a controller that dies (SSH hung up) never stops a host half way through its switch.
-            outcome = detached(lambda: switch(handover))
+            # In a scope of its own: nothing that ends the SSH session (logind, a stop of its scope) reaches it.
+            scope = f"asgi-handover-{p['app']}-{p['run'] or 'run'}.scope"
+            outcome = detached(lambda: switch(handover), scope=scope, run=module.run_command)
     except (Busy, NotLocked) as refused:
         module.fail_json(msg=str(refused), step="check", check="busy" if isinstance(refused, Busy) else "lock")
     if "crashed" in outcome:
@@ -317,7 +326,7 @@ def main():
         )
     if "ok" not in outcome:
         module.fail_json(**outcome)
-    result = outcome["ok"]
+    result = {**outcome["ok"], "scope": outcome.get("scope", "")}
     if p["unlock"]:
         result["unlocked"] = unlock(handover.app, p["run"], actor=p["actor"], host=p["host"])[0]
     module.exit_json(**result)

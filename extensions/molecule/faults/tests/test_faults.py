@@ -689,6 +689,9 @@ def test_a_controller_killed_mid_handover_with_ansibles_default_settings_leaves_
         )
         served = json.loads(on("faults-web2").run("curl -fsS --max-time 10 http://127.0.0.1:8000/version").stdout)
         assert served["release_id"] == live("faults-web2")
+        # It ran in a scope of its own, out of the SSH session's: nothing that ends the session reaches it.
+        scopes = on("faults-web2").run("journalctl --no-pager -o cat _PID=1 --grep 'Started asgi-handover-demo-'")
+        assert scopes.stdout.strip(), "the handover did not run in a scope of its own"
         converge(playbook, target)
     assert case.failures() == 0, CASES[case.name]
 
@@ -747,3 +750,125 @@ def test_a_fleet_on_the_layout_before_slots_moves_to_slots_under_load_cutting_ea
         assert [e["strategy"] for e in events if e.get("event") == "deploy" and "strategy" in e][-1] == "upgrade"
     removed = playbook(PROJECT / "playbooks/remove.yml", live_app("2.0.0"))
     assert removed.returncode == 0, (removed.stdout + removed.stderr)[-3000:]
+
+
+# -- 10. trust boundaries ----------------------------------------------------------------
+
+
+# A build step as a hostile dependency's or a careless team's would be: it looks around and tries to leave things
+# root would open - a link where root writes, a FIFO where root reads.
+PROBE_BUILD = (
+    "mkdir -p probe && id -un > probe/whoami && (ls /proc | grep -c '^[0-9]' > probe/processes) && "
+    "(touch /srv/demo/outside 2>/dev/null && echo wrote > probe/outside || echo refused > probe/outside)"
+)
+PLANTING_BUILD = PROBE_BUILD + " && ln -s /root/clobbered release.json.tmp-1 && mkfifo venv/listen"
+
+
+def test_a_build_step_sees_only_its_own_processes_writes_only_its_release_and_what_it_plants_fails_the_build(
+    load, playbook
+):
+    version = fleet_version()
+    with Case(load, "a build step that looks around, then one that plants links and a FIFO") as case:
+        looked = deploy(playbook, version, converge=True, asgi_build=PROBE_BUILD)
+        assert looked.returncode == 0, looked.said[-3000:]
+        for name in HOSTS:
+            probe = "/srv/demo/current/probe/"
+            seen = {f: on(name).run("cat %s", probe + f).stdout.strip() for f in ("whoami", "processes", "outside")}
+            # Its own identity; its own few processes (the shell, ls, grep), never root's or another app's.
+            assert seen["whoami"] == "asgi-build-demo" and int(seen["processes"]) < 10, (name, seen)
+            assert seen["outside"] == "refused" and not on(name).file("/srv/demo/outside").exists, (name, seen)
+        before = {name: live(name) for name in HOSTS}
+        planted = deploy(playbook, version, converge=True, asgi_build=PLANTING_BUILD, asgi_hook_show_output=True)
+        case.note(said=planted.said[-600:])
+    assert planted.returncode != 0
+    assert "the build left what a release may not hold" in planted.said, planted.said[-3000:]
+    assert "release.json.tmp-1 (a link outside venv/)" in planted.said and "venv/listen (a FIFO)" in planted.said
+    assert {name: live(name) for name in HOSTS} == before
+    for name in HOSTS:
+        assert not on(name).file("/root/clobbered").exists, name
+    converge(playbook, version)
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_an_app_named_like_a_system_directory_is_refused_before_anything_changes(playbook):
+    for book in (DEPLOY, PROJECT / "playbooks/remove.yml"):
+        refused = playbook(book, {"asgi_app": "journal", "version": "1.0.0", "asgi_purge": True})
+        said = " ".join((refused.stdout + refused.stderr).split())
+        assert refused.returncode != 0 and "is the name of a system directory or user" in said, said[-2000:]
+    for name in HOSTS:
+        assert on(name).file("/var/log/journal").is_directory, name
+
+
+def test_two_apps_sharing_a_user_keep_it_until_the_last_of_them_is_removed(playbook):
+    apps = {
+        name: {"asgi_app": name, "asgi_user": "sharedsvc", "asgi_group": "sharedsvc", "asgi_listen_tcp": [address],
+               "version": "1.0.0", "app_source": source("1.0.0")}
+        for name, address in (("sharea", "127.0.0.1:8011"), ("shareb", "127.0.0.1:8012"))
+    }  # fmt: skip
+    for extra in apps.values():
+        done = playbook(DEPLOY, extra, limit="faults-web1")
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    web1 = on("faults-web1")
+    first = playbook(PROJECT / "playbooks/remove.yml", apps["sharea"], limit="faults-web1")
+    said = " ".join((first.stdout + first.stderr).split())
+    assert first.returncode == 0, said[-3000:]
+    assert "user sharedsvc (still used by shareb" in said, said[-3000:]
+    assert web1.user("sharedsvc").exists and not web1.file("/srv/sharea").exists
+    last = playbook(PROJECT / "playbooks/remove.yml", apps["shareb"], limit="faults-web1")
+    assert last.returncode == 0, (last.stdout + last.stderr)[-3000:]
+    assert not web1.user("sharedsvc").exists and not web1.file("/srv/shareb").exists
+    assert not web1.user("asgi-build-sharea").exists and not web1.user("asgi-build-shareb").exists
+
+
+def test_a_rollback_after_a_rollback_and_a_deploy_never_lands_on_the_release_it_left(load, playbook):
+    good = fleet_version()
+    with Case(load, "rollback, deploy, rollback: never back to the release left") as case:
+        for version in ("3.0.0", "4.0.0"):
+            assert deploy(playbook, version).returncode == 0
+        first = playbook(ROLLBACK)  # 4.0.0 -> 3.0.0; 4.0.0 is the release left
+        assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+        assert deploy(playbook, good).returncode == 0  # then something else ships
+        second = playbook(ROLLBACK)
+        said = " ".join((second.stdout + second.stderr).split())
+        case.note(said=said[-800:])
+    assert second.returncode == 0, said[-3000:]
+    assert {live(name).rsplit("-", 1)[0] for name in HOSTS} == {"3.0.0"}, said[-2000:]  # not 4.0.0
+    assert "rolled back from before: 4.0.0-" in said
+    shown = playbook(PROJECT / "playbooks/status.yml")
+    assert "Rolled back from (never chosen by default again): 4.0.0-" in shown.stdout, shown.stdout[-2000:]
+    converge(playbook, good)
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_an_empty_settings_key_is_named_and_a_converging_run_repairs_it(load, playbook):
+    version = fleet_version()
+    web2 = on("faults-web2")
+    web2.run_expect([0], "truncate -s 0 /etc/asgi-deploy/demo/settings.key")
+    with Case(load, "an empty settings key") as case:
+        refused = deploy(playbook, version, service_environment={"DEMO_ENVIRONMENT": "lab", "DEMO_GREETING": "x"})
+        assert refused.returncode != 0
+        assert "faults-web2: the settings key is damaged" in refused.said and "is empty" in refused.said
+        assert "-e asgi_converge=true" in refused.said and "Nothing was changed" in refused.said
+        shown = playbook(PROJECT / "playbooks/status.yml")
+        assert "the settings key is damaged" in shown.stdout, shown.stdout[-2000:]
+        repaired = deploy(playbook, version, converge=True)
+        assert repaired.returncode == 0, repaired.said[-3000:]
+    assert [e["what"] for e in audit("faults-web2") if e["event"] == "repair"] == ["settings key"]
+    assert len(web2.file("/etc/asgi-deploy/demo/settings.key").content_string.strip()) == 64
+    assert_converged(version)
+    assert case.failures() == 0, CASES[case.name]
+
+
+def test_run_inputs_typed_as_an_operator_types_them_arrive_whole_or_are_refused_with_the_form_that_works(playbook):
+    version = fleet_version()
+    # key=value text, as typed: numbers and booleans as strings, a list with commas.
+    typed = playbook(DEPLOY, None, args=["-e", f"asgi_version={version}", "-e", f"app_source={source(version)}",
+                                         "-e", "asgi_hook_timeout=20", "-e", "rollout_canary_check=false",
+                                         "-e", "asgi_serial=1,100%", "-e", "asgi_converge=true"])  # fmt: skip
+    said = " ".join((typed.stdout + typed.stderr).split())
+    assert typed.returncode == 0, said[-3000:]
+    # A list with spaces: ansible-playbook splits it; refused, showing the form that arrives whole.
+    split = playbook(DEPLOY, None, args=["-e", f"asgi_version={version}", "-e", 'asgi_serial=[1, "25%", "100%"]'])
+    said = " ".join((split.stdout + split.stderr).split())
+    assert split.returncode != 0 and "-e asgi_serial=1,25%,100%" in said, said[-2000:]
+    assert_converged(version)

@@ -60,3 +60,13 @@ def test_the_work_finishes_when_the_caller_is_killed_and_its_session_hung_up(tmp
         assert time.monotonic() < deadline, "the work was stopped with its caller"
         time.sleep(0.05)
     assert done.read_text() == "finished"
+
+
+def test_the_work_moves_into_a_scope_of_its_own_when_systemd_makes_one():
+    from ansible_collections.asgi.deploy.tests.unit.plugins.fakes import FakeRun
+
+    made = FakeRun()
+    outcome = detached(lambda: {"ok": True}, scope="asgi-handover-demo-r1.scope", run=made)
+    assert outcome == {"ok": True, "scope": "asgi-handover-demo-r1.scope"}
+    refused = detached(lambda: {"ok": True}, scope="x.scope", run=FakeRun([(("busctl",), (1, "", "no bus"))]))
+    assert refused["scope"] == ""
