@@ -79,7 +79,10 @@ WSGI_APPLICATION = "mysite.wsgi.application"
 # Database
 # https://docs.djangoproject.com/en/5.2/ref/settings/#databases
 
-DATABASES = {"default": dj_database_url.config(conn_max_age=60, conn_health_checks=True)}
+# Served under ASGI: Django's docs say to disable persistent connections there (each request may run in another
+# thread), so a connection closes at the end of each request (CONN_MAX_AGE 0, the default).
+# https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-connections
+DATABASES = {"default": dj_database_url.config(conn_max_age=0)}
 
 
 # Password validation
