@@ -428,7 +428,7 @@ def secret_values(unit_text):
     root reads them to keep them out of what it says."""
     values = []
     for line in unit_text.splitlines():
-        key, _, value = line.partition("=")
+        key, _sep, value = line.partition("=")
         paths = []
         if key == "LoadCredential" and ":" in value:
             paths.append(value.split(":", 1)[1])

@@ -213,7 +213,7 @@ def systemd_directories(files):
     for name, spec in files.items():
         if name.startswith("units/") and name.endswith(".service"):
             for line in spec["content"].splitlines():
-                key, _, value = line.partition("=")
+                key, _sep, value = line.partition("=")
                 if key.strip() in DIRECTORIES:
                     found.update(os.path.join(DIRECTORIES[key.strip()], part) for part in value.split())
     return sorted(found)

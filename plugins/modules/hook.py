@@ -32,6 +32,7 @@ options:
     description: The hook's name, for the unit, the audit log and the command's C(ASGI_HOOK).
     type: str
     required: true
+    choices: [before_switch, after_switch, after_deploy, rollback_before_switch, exec]
   command:
     description: The command, run by C(/bin/sh -c).
     type: str

@@ -23,9 +23,9 @@ description:
   - With O(state=present), also returns the host's state read under the lock (see M(asgi.deploy.state)), with the
     id of the settings set the host is to run.
   - With O(state=needed), reads the host and assesses it against O(release) and the settings (the one assessment,
-    see M(asgi.deploy.state)), and takes the lock only where a change is needed, then reads the host again under it:
+    see M(asgi.deploy.state)), and takes the lock only where a change is needed, then reads the host again under it -
     a run's first round trip to a host. A host that needs nothing gets no lock (a dead run's lock on it is cleared,
-    audited). A live holder is not an error here but a result (RV(held_by)): the controller decides which of two
+    audited). A live holder is not an error here but a result, RV(held_by) - the controller decides which of two
     runs goes on. The dead-run rule is O(alive)'s - a run of this controller whose ansible-playbook is gone.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:

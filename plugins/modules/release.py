@@ -26,7 +26,7 @@ description:
     is never touched again (releases are immutable), unless its venv's interpreter is gone (then it is rebuilt); a
     directory without one is unfinished and is built afresh.
   - With O(settings_files), first stages the settings set O(settings) in the same call, as M(asgi.deploy.settings) does
-    (validated, the service user made, the console installed, unused sets pruned): a deploy stages and builds in one
+    (validated, the service user made, the console installed, unused sets pruned) - a deploy stages and builds in one
     round trip.
   - Before building, prunes to O(keep) releases (room made for the new one), unfinished releases, wheelhouses no kept
     release uses and staging leftovers; the targets of C(current), C(previous) and the slots' links and the release
