@@ -15,3 +15,19 @@ for version in $versions; do
   echo "== tests/compat with uvicorn $version"
   "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/compat
 done
+# The shape check that lets a newer uvicorn ship with a warning
+# (artifacts.shutdown_fix_fits) must pass on the real wheels the fix is tested with.
+wheels=build/compat/wheels
+for version in $versions; do
+  [ -f "$wheels/uvicorn-$version-py3-none-any.whl" ] ||
+    python -m pip download --quiet --no-deps --only-binary :all: "uvicorn==$version" -d "$wheels"
+done
+PYTHONPATH=.collections python - "$wheels" <<'PY'
+import sys
+from pathlib import Path
+from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import shutdown_fix_fits
+for wheel in sorted(Path(sys.argv[1]).glob("uvicorn-*.whl")):
+    misfits = shutdown_fix_fits(wheel)
+    print(f"== shutdown fix fits {wheel.name}: {misfits or 'yes'}")
+    assert not misfits, wheel
+PY

@@ -37,11 +37,13 @@ class ActionModule(ActionBase):
             "uv_version": artifacts.get("uv_version", ""),
             **args,
         }
+        warnings = []
         kept = {r.get("id") for r in state.get("kept", []) if r.get("interpreter", True)}
         transfers = {}
         if release["release_id"] not in kept and args.get("phase", "all") != "finish":
             house = self.wheelhouse(artifacts, state, supported)
             module_args.update(wheelhouse_key=house["key"], requirements=house["requirements"])
+            warnings = house.get("warnings", [])
             if house["key"] not in state.get("wheelhouses", []):
                 transfers["wheelhouse_tarball"] = house["tarball"]
             transfers["app_wheel"] = artifacts["app_wheel"]["path"]
@@ -57,6 +59,8 @@ class ActionModule(ActionBase):
         result.update(self._execute_module("asgi.deploy.release", module_args=module_args, task_vars=task_vars))
         if transfers:
             result["shipped"] = sorted(transfers)
+        if warnings:
+            result["warnings"] = result.get("warnings", []) + warnings
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
 

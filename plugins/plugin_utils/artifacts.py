@@ -15,6 +15,7 @@ the app from source, ``uv``.
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import csv
@@ -278,6 +279,7 @@ def verify_wheelhouse(home: Path, reqs: list[dict]) -> None:
 
 def describe_wheelhouse(key: str, home: Path, tarball: Path, pins: list[dict], built: bool) -> dict:
     return {
+        "warnings": uvicorn_warnings(home, pins),
         "key": key,
         "requirements": requirement_lines(pins),
         "path": str(home),
@@ -285,6 +287,61 @@ def describe_wheelhouse(key: str, home: Path, tarball: Path, pins: list[dict], b
         "sha256": sha256_file(home / "SHA256SUMS"),
         "built": built,
     }
+
+
+# What the shutdown fix (roles/service/files/asgi_deploy_gunicorn.py) relies on in each uvicorn protocol class:
+# a shutdown(self) that reads self.cycle and self.transport, and a self.loop set by the class.
+SHUTDOWN_FIX_NEEDS = {
+    "uvicorn/protocols/http/h11_impl.py": "H11Protocol",
+    "uvicorn/protocols/http/httptools_impl.py": "HttpToolsProtocol",
+}
+
+
+def shutdown_fix_fits(wheel: Path) -> list[str]:
+    """Where a uvicorn wheel's HTTP protocols no longer have the shape the shutdown fix patches (none: it fits)."""
+    misfits = []
+    with zipfile.ZipFile(wheel) as archive:
+        for member, name in SHUTDOWN_FIX_NEEDS.items():
+            try:
+                tree = ast.parse(archive.read(member))
+            except KeyError:
+                misfits.append(f"{member} is gone")
+                continue
+            found = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name]
+            if not found:
+                misfits.append(f"{member} has no class {name}")
+                continue
+            methods = {n.name: n for n in found[0].body if isinstance(n, ast.FunctionDef)}
+            shutdown = methods.get("shutdown")
+            if shutdown is None or [a.arg for a in shutdown.args.args] != ["self"] or shutdown.args.vararg:
+                misfits.append(f"{name}.shutdown is no longer shutdown(self)")
+                continue
+            read = {n.attr for n in ast.walk(shutdown) if isinstance(n, ast.Attribute)}
+            set_anywhere = {n.attr for n in ast.walk(found[0]) if isinstance(n, ast.Attribute)}
+            missing = sorted({"cycle", "transport"} - read) + sorted({"loop"} - set_anywhere)
+            if missing:
+                misfits.append(f"{name} no longer uses self.{', self.'.join(missing)} as the fix expects")
+    return misfits
+
+
+def uvicorn_warnings(home: Path, pins: list[dict]) -> list[str]:
+    """A uvicorn newer than the tested range ships with a warning while the shutdown fix still fits it, and is
+    refused once it does not (the fix would patch something else, or nothing)."""
+    pinned = next((p["version"] for p in pins if p["name"] == "uvicorn"), None)
+    if pinned is None or Version(pinned) <= Version(UVICORN_TESTED[1]):
+        return []
+    wheel = next(iter(sorted(home.glob(f"uvicorn-{pinned}-*.whl"))), None)
+    misfits = shutdown_fix_fits(wheel) if wheel else [f"no uvicorn {pinned} wheel in the wheelhouse"]
+    if misfits:
+        raise BadInput(
+            f"uvicorn {pinned} changed what the collection's graceful-shutdown fix patches ({'; '.join(misfits)}): "
+            f"pin 'uvicorn{UVICORN_RANGE[1]}' (tested up to {UVICORN_TESTED[1]}) and relock, until a collection "
+            "release supports it"
+        )
+    return [
+        f"uvicorn {pinned} is newer than the collection has tested ({UVICORN_TESTED[0]} to {UVICORN_TESTED[1]}); "
+        "its protocols still have the shape the graceful-shutdown fix patches, so it ships"
+    ]
 
 
 def app_cache(cache_dir: str | Path, app_name: str) -> Path:

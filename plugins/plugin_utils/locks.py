@@ -41,8 +41,10 @@ INDEX_OPTIONS = {
 RELOCK = "uv pip compile --generate-hashes requirements.in -o requirements.lock"
 # The server stack the units run, and the uvicorn releases the shutdown fix
 # (roles/service/files/asgi_deploy_gunicorn.py) is tested against (make compat).
-UVICORN_RANGE = (">=0.30.0", "<0.55")
-UVICORN_TESTED = ("0.30.0", "0.54.0")
+# Older than the range is refused; newer is shipped, with a warning, while the
+# uvicorn wheel still has the shape the fix patches (artifacts.shutdown_fix_fits).
+UVICORN_RANGE = (">=0.30.0", "<0.56")
+UVICORN_TESTED = ("0.30.0", "0.55.0")
 
 
 class BadInput(Exception):
@@ -287,12 +289,12 @@ def check_server_stack(pins, worker_class, lockfile, target=None):
             pinned = Version(found["uvicorn"])
         except InvalidVersion:
             pinned = None
-        low, high = (Version(bound.lstrip("<>=")) for bound in UVICORN_RANGE)
-        if pinned is None or not low <= pinned < high:
+        low = Version(UVICORN_RANGE[0].lstrip(">="))
+        if pinned is None or pinned < low:
             raise BadInput(
                 f"lockfile {lockfile} pins uvicorn {found['uvicorn']}; the collection supports uvicorn "
-                f"{','.join(UVICORN_RANGE)} (its graceful-shutdown fix is tested against those): relock with "
-                f"'uvicorn{','.join(UVICORN_RANGE)}'"
+                f"{UVICORN_RANGE[0]} and later (its graceful-shutdown fix needs it): relock with "
+                f"'uvicorn{UVICORN_RANGE[0]}'"
             )
 
 

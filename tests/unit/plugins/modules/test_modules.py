@@ -43,7 +43,7 @@ def host(tmp_path, monkeypatch, app, commands):
     for module in (handover, hook, lock, release, settings, state):
         monkeypatch.setattr(module, "App", bound, raising=False)
         monkeypatch.setattr(module, "Systemd", lambda run: fake, raising=False)
-    monkeypatch.setattr(handover, "detached", lambda work: work())
+    monkeypatch.setattr(handover, "detached", lambda work, **_where: work())
     return fake
 
 

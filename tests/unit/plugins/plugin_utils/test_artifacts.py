@@ -158,10 +158,58 @@ def test_gunicorns_own_asgi_worker_needs_only_gunicorn(tmp_path):
     assert identify(tmp_path, gunicorn_only, worker_class="asgi")["release"]["version"] == "1.4.0"
 
 
-def test_a_uvicorn_the_shutdown_fix_does_not_support_is_refused(tmp_path):
+def test_a_uvicorn_older_than_the_shutdown_fix_supports_is_refused(tmp_path):
     old = SERVER.replace("uvicorn==0.54.0", "uvicorn==0.20.0")
-    with pytest.raises(ba.BadInput, match=r"pins uvicorn 0\.20\.0; the collection supports uvicorn >=0\.30\.0,<0\.55"):
+    with pytest.raises(ba.BadInput, match=r"pins uvicorn 0\.20\.0; the collection supports uvicorn >=0\.30\.0 and later"):
         identify(tmp_path, LOCK + old)
+
+
+def test_a_uvicorn_newer_than_tested_passes_the_lock_check(tmp_path):
+    assert identify(tmp_path, LOCK + SERVER.replace("uvicorn==0.54.0", "uvicorn==0.99.0"))["release"]
+
+
+H11 = """
+class H11Protocol:
+    def __init__(self, loop):
+        self.loop = loop
+        self.cycle = None
+
+    def shutdown(self{extra}):
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+"""
+
+
+def uvicorn_wheel(home, version, h11=H11.format(extra=""), httptools=None):
+    httptools = httptools or H11.replace("H11Protocol", "HttpToolsProtocol").format(extra="")
+    return make_wheel(
+        home / f"uvicorn-{version}-py3-none-any.whl",
+        files={"uvicorn/protocols/http/h11_impl.py": h11, "uvicorn/protocols/http/httptools_impl.py": httptools},
+    )
+
+
+def test_a_newer_uvicorn_whose_protocols_keep_their_shape_ships_with_a_warning(tmp_path):
+    uvicorn_wheel(tmp_path, "0.99.0")
+    pins = [{"name": "uvicorn", "version": "0.99.0"}]
+    (warning,) = ba.uvicorn_warnings(tmp_path, pins)
+    assert "uvicorn 0.99.0 is newer than the collection has tested (0.30.0 to 0.55.0)" in warning
+    assert ba.uvicorn_warnings(tmp_path, [{"name": "uvicorn", "version": "0.55.0"}]) == []
+
+
+@pytest.mark.parametrize(
+    ("h11", "said"),
+    [
+        (H11.format(extra=", how"), r"H11Protocol\.shutdown is no longer shutdown\(self\)"),
+        (H11.format(extra="").replace("self.transport.close()", "pass"), r"no longer uses self\.transport"),
+        (H11.format(extra="").replace("class H11Protocol", "class H11"), "has no class H11Protocol"),
+    ],
+    ids=["another signature", "another attribute", "the class renamed"],
+)
+def test_a_newer_uvicorn_the_shutdown_fix_no_longer_fits_is_refused_saying_where(tmp_path, h11, said):
+    uvicorn_wheel(tmp_path, "0.99.0", h11=h11)
+    with pytest.raises(ba.BadInput, match=said) as refused:
+        ba.uvicorn_warnings(tmp_path, [{"name": "uvicorn", "version": "0.99.0"}])
+    assert "pin 'uvicorn<0.56' (tested up to 0.55.0)" in str(refused.value)
 
 
 def test_a_lock_that_installs_the_project_itself_is_refused_naming_the_flag(tmp_path):
