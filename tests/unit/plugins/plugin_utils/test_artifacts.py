@@ -160,7 +160,7 @@ def test_gunicorns_own_asgi_worker_needs_only_gunicorn(tmp_path):
 
 def test_a_uvicorn_older_than_the_shutdown_fix_supports_is_refused(tmp_path):
     old = SERVER.replace("uvicorn==0.54.0", "uvicorn==0.20.0")
-    with pytest.raises(ba.BadInput, match=r"pins uvicorn 0\.20\.0; the collection supports uvicorn >=0\.30\.0 and later"):
+    with pytest.raises(ba.BadInput, match=r"pins uvicorn 0\.20\.0; the collection supports uvicorn >=0\.30\.0 and "):
         identify(tmp_path, LOCK + old)
 
 
@@ -180,7 +180,8 @@ class H11Protocol:
 """
 
 
-def uvicorn_wheel(home, version, h11=H11.format(extra=""), httptools=None):
+def uvicorn_wheel(home, version, h11=None, httptools=None):
+    h11 = h11 or H11.format(extra="")
     httptools = httptools or H11.replace("H11Protocol", "HttpToolsProtocol").format(extra="")
     return make_wheel(
         home / f"uvicorn-{version}-py3-none-any.whl",
