@@ -23,8 +23,10 @@ from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import alive_run
 
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 SERIAL = re.compile(r"^[1-9][0-9]*%?$")
-OPERATIONS = ("deploy", "rollback", "status", "exec", "logs", "remove", "verify", "check", "report")
-ROLES = ("asgi", "release", "service", "rollout")
+OPERATIONS = (
+    "deploy", "rollback", "status", "exec", "logs", "remove", "verify", "check", "report", "proxy", "maintenance",
+)  # fmt: skip
+ROLES = ("asgi", "release", "service", "rollout", "proxy")
 TOOLS_LOCK = os.path.join(opts.ROLES, "release", "files", "uv-requirements.txt")
 # What a run is told on the command line: -e asgi_<name>=..., or -e <name>=... (on the command line only:
 # an unprefixed variable of a shared inventory must never steer a run).
@@ -50,6 +52,7 @@ RUN_INPUTS = {
     "rebuild": False,
     "period": "week",
     "report": "",
+    "maintenance": "",
 }
 # Run inputs whose long name is not asgi_<name>.
 PREFIXED = {"on_failure": "rollout_on_failure"}
@@ -144,6 +147,8 @@ def command_line(operation, run):
         problems.append("-e asgi_format must be text or json")
     if run["period"] not in ("day", "week"):
         problems.append("-e asgi_period must be day or week")
+    if operation == "maintenance" and str(run["maintenance"]).lower() not in ("on", "off", "true", "false"):
+        problems.append("give -e asgi_maintenance=on (or off)")
     if operation == "exec" and not str(run["cmd"]).strip():
         problems.append("give the command to run: -e asgi_cmd='python -m django showmigrations'")
     for name in ("lock_wait", "timeout", "lines"):
@@ -180,6 +185,8 @@ class ActionModule(ActionBase):
         run = self.run_description(operation, first, task_vars)
         cli = load_extra_vars(self._loader)
         problems = inventory_problems(task_vars, cli) + command_line(operation, run) + grouped_problems(problems)
+        if operation in ("proxy", "maintenance") and not all(found.get("asgi_proxy") for found in per_host.values()):
+            problems.append(f"{operation}: set asgi_proxy: true for the app (its front door is the proxy role's)")
         if problems:
             result.update(failed=True, msg=f"{operation}: bad input, nothing was changed", problems=problems)
             return result
@@ -191,6 +198,7 @@ class ActionModule(ActionBase):
                 "pipelining is off: every task of this run costs each host an extra round trip (a file copy); turn "
                 "it on in ansible.cfg ([connection] pipelining = True, see the collection's docs/ansible.cfg)"
             ]
+        result["front_door"] = {host: opts.front_door_gate(found) for host, found in per_host.items()}
         templates = opts.templates_digest()
         result["settings"] = {host: opts.settings_digest(found, templates) for host, found in per_host.items()}
         if operation in ("deploy", "check"):

@@ -28,10 +28,13 @@ was, and HandoverFailed names the step, the check and the journal tail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import namedtuple
 
+from ansible_collections.asgi.deploy.plugins.module_utils import assets
+from ansible_collections.asgi.deploy.plugins.module_utils.front_door import FrontDoorFailed, check_through
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import GateFailed
 from ansible_collections.asgi.deploy.plugins.module_utils.hooks import HookFailed, run_hook
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
@@ -60,12 +63,16 @@ Step = namedtuple("Step", "instance undo")
 WAIT_DRAIN, PREPARE, START, GATE = "wait for the last drain", "prepare", "start", "gate"
 SWITCH, DRAIN, RESTART, INSTALL = "switch", "drain", "restart", "install units"
 RETIRE, REPLACE_SOCKETS, AFTER_SWITCH = "retire the old layout", "replace sockets", "after switch"
+ASSETS, FRONT_DOOR, OPEN = "bridge static files", "front door", "open"
 STEPS = {
     WAIT_DRAIN: Step("idle", None),
     INSTALL: Step("idle", "uninstall"),
     PREPARE: Step("idle", "unprepare"),
+    ASSETS: Step("", "unbridge"),
     START: Step("idle", "stop_idle"),
     GATE: Step("idle", None),
+    OPEN: Step("idle", None),
+    FRONT_DOOR: Step("idle", None),
     RETIRE: Step("live", "unretire"),
     SWITCH: Step("", "unswitch"),
     RESTART: Step("idle", "restart_back"),
@@ -102,6 +109,8 @@ class Handover:
         after_switch="",
         hook_timeout=600,
         hook_show_output=False,
+        static_dir="",
+        front_door=None,
         clock=time.monotonic,
         sleep=time.sleep,
     ):
@@ -115,6 +124,10 @@ class Handover:
         self.start_cpu_weight, self.start_nice, self.force = start_cpu_weight, start_nice, force
         self.clock, self.sleep = clock, sleep
         self.after_switch, self.hook_timeout, self.hook_show_output = after_switch, hook_timeout, hook_show_output
+        # The release's static files, bridged for the front door before the new release serves (module_utils/assets).
+        self.static_dir, self.assets_made, self.assets_before = static_dir, "", ""
+        # {name, port, cafile, path, statuses}: once ready, the app must answer through the host's nginx too.
+        self.front_door = front_door or {}
         # Ordered [name, seconds] pairs: the audit log keeps them in the order they ran.
         self.timings, self.step = [], ""
         # Unit files as they were before this run wrote them (None: there was none).
@@ -209,6 +222,8 @@ class Handover:
         except (GateFailed, SystemdError, HandoverFailed, HookFailed, OSError) as exc:
             raise self.failed(exc, summary, began) from exc
         write_atomic(self.app.applied, self.settings + "\n", 0o644)
+        if self.static_dir:
+            assets.prune(self.app)
         summary.update(result="success", steps=self.timings, duration_s=round(self.clock() - began, 2))
         self.record(summary)
         return summary
@@ -223,32 +238,71 @@ class Handover:
 
     def switch_initial(self):
         self.do(INSTALL, self.install_units)
+        self.bridge()
         self.do(SWITCH, self.switch)
         self.do(START, self.start_first)
         self.do(GATE, self.gate_idle)
+        self.do(OPEN, self.open_idle)
+        self.check_front_door()
 
     def switch_handover(self):
         self.do(WAIT_DRAIN, self.wait_drained, self.idle)
         self.do(PREPARE, self.prepare_idle)
+        self.bridge()
         self.do(START, self.start_weighted, self.app.units[self.idle])
         self.do(GATE, self.gate_idle)
+        self.do(OPEN, self.open_idle)
+        self.check_front_door()
         self.do(SWITCH, self.switch)
         # The old slot stops accepting at once and drains on its own: the run does not wait for it.
         self.do(DRAIN, self.systemd.stop_no_block, self.app.units[self.live])
 
     def switch_upgrade(self):
         self.do(PREPARE, self.prepare_idle)
+        self.bridge()
         self.do(START, self.start_weighted, self.app.units[self.idle])
         self.do(GATE, self.gate_idle)
+        self.do(OPEN, self.open_idle)
+        self.check_front_door()
         # The old units go before the link that replaces <app>.service's own file is made (once, on the path).
         self.do(RETIRE, self.retire_legacy)
         self.do(SWITCH, self.switch)
 
     def switch_restart(self):
         self.do(PREPARE, self.prepare_idle)
+        self.bridge()
         self.do(SWITCH, self.switch)
         self.do(RESTART, self.start_weighted, self.app.units[self.idle])
         self.do(GATE, self.gate_idle)
+        self.do(OPEN, self.open_idle)
+        self.check_front_door()
+
+    def check_front_door(self):
+        if self.front_door:
+            self.do(FRONT_DOOR, self.through_front_door)
+
+    def through_front_door(self):
+        door = self.front_door
+        try:
+            check_through(door["name"], door["port"], door["path"], door["statuses"], door.get("cafile", ""))
+        except FrontDoorFailed as exc:
+            raise HandoverFailed(str(exc), FRONT_DOOR, "front door") from None
+
+    def bridge(self):
+        """Before the new release serves anything, the front door's static files are its own plus the hashed files
+        of every release kept: a page of either release finds its assets during the handover and after it."""
+        if self.static_dir:
+            self.do(ASSETS, self.bridge_assets)
+
+    def bridge_assets(self):
+        try:
+            self.assets_made, self.assets_before = assets.bridge(self.app, self.release, self.static_dir)
+        except assets.AssetsFailed as exc:
+            raise HandoverFailed(str(exc), ASSETS, "assets") from None
+
+    def unbridge(self):
+        if self.assets_made:  # nothing was made current when the bridge itself failed
+            assets.unbridge(self.app, self.assets_made, self.assets_before)
 
     def do(self, name, action, *args):
         self.step = name
@@ -289,6 +343,7 @@ class Handover:
 
     def start_first(self):
         units = self.app.units
+        self.hold(self.idle)
         self.systemd.reset_failed(units[self.idle])
         self.systemd.start(units["socket"])
         self.systemd.start(units[self.idle])
@@ -308,6 +363,7 @@ class Handover:
         # until it passed its gate (CPUWeight where the cpu controller is there, niceness everywhere).
         if self.start_cpu_weight:
             self.systemd.set_cpu_weight(unit, self.start_cpu_weight)
+        self.hold(self.idle)
         self.systemd.reset_failed(unit)
         self.systemd.restart(unit)
         if self.start_nice:
@@ -316,12 +372,29 @@ class Handover:
     def gate_idle(self):
         unit = self.app.units[self.idle]
         result = self.gate.wait(unit, self.app.probes[self.idle], self.release, self.settings)
-        self.idle_served = True
         if self.start_cpu_weight:
             self.systemd.set_cpu_weight(unit, NORMAL_CPU_WEIGHT)
         if self.start_nice:
             self.systemd.renice(unit, 0)
         return result
+
+    def hold(self, slot):
+        """The slot about to start serves its probe socket only, not the app's, until ``open_idle``: a release
+        that never gets ready never answers a client."""
+        write_atomic(self.app.held[slot], self.run_id + "\n", 0o644)
+
+    def unhold(self, slot):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.app.held[slot])
+
+    def open_idle(self):
+        """Gated: the new slot's workers take the app's socket too (new workers fork from the master, which
+        already imported the app: no second import with preload_app)."""
+        unit = self.app.units[self.idle]
+        self.unhold(self.idle)
+        self.idle_served = True
+        return self.systemd.open_workers(unit, self.systemd.stop_timeout_s(unit) + DRAIN_MARGIN_S, self.clock,
+                                         self.sleep)  # fmt: skip
 
     def switch(self):
         """Point current (and previous) at the release and <app>.service at the slot that runs it, together."""
@@ -474,6 +547,7 @@ class Handover:
     def stop_idle(self):
         """The new slot goes: at once when it never served; drained (in the background) when it did."""
         service, probe = self.app.slot_units(self.idle)
+        self.unhold(self.idle)
         if self.idle == self.live:
             return
         if self.idle_served:
@@ -504,6 +578,7 @@ class Handover:
 
     def bring_back(self, slot):
         unit = self.app.units[slot]
+        self.unhold(slot)  # what served before serves again at once
         self.attempt("reset " + unit, self.systemd.reset_failed, unit)
         if self.start_cpu_weight:
             self.attempt("restore the CPU weight", self.systemd.set_cpu_weight, unit, NORMAL_CPU_WEIGHT)

@@ -18,6 +18,7 @@ Layout (``base`` is ``/srv`` by default)::
     /etc/systemd/system/<app>-{blue,green}.service, <app>-{blue,green}-probe.socket   the two slots
     /etc/systemd/system/<app>.service      a link to the live slot's unit: the app's one name
     /run/asgi-deploy-<app>.lock            the host flock: one build, hook or handover at a time
+    /run/asgi-deploy-<app>-<slot>.held     a started slot serves its probe socket only, until its gate passed
     /usr/local/bin/asgi-<app>              the app's console (python, a shell or a command as the app runs)
 
 A release exists once its ``release.json`` does: it is written last, atomically.
@@ -190,6 +191,9 @@ class App:
             **{f"{slot}_probe": f"{name}-{slot}-probe.socket" for slot in SLOTS},
         }
         self.probes = {slot: os.path.join(run_dir, f"{name}-{slot}-probe.sock") for slot in SLOTS}
+        # Present while a handover holds the slot's workers to its probe socket, until its gate passed (the
+        # service's hook, roles/service/files/asgi_deploy_gunicorn.py, reads it): gone at boot, with /run.
+        self.held = {slot: os.path.join(run_dir, f"asgi-deploy-{name}-{slot}.held") for slot in SLOTS}
         # The layout before slots (0.2): a host on it is moved to slots by its next handover.
         self.legacy_units = {
             "main": name + ".service",
@@ -251,16 +255,17 @@ class App:
             "root": self.root,
             "units": dict(self.units),
             "probes": dict(self.probes),
+            "held": dict(self.held),
             "slots": list(SLOTS),
             "settings_root": self.settings_root,
         }
 
 
-MADE_KINDS = ("dirs", "users", "groups", "runs_as")
+MADE_KINDS = ("dirs", "files", "users", "groups", "runs_as")
 
 
 def read_made(app):
-    """What the collection recorded making for ``app`` here: ``{dirs, users, groups, runs_as}`` (lists)."""
+    """What the collection recorded making for ``app`` here: ``{dirs, files, users, groups, runs_as}`` (lists)."""
     try:
         found = json.loads(read_text(app.made) or "{}")
     except ValueError:
@@ -270,7 +275,7 @@ def read_made(app):
 
 
 def record_made(app, **made):
-    """Add to what the collection made for ``app`` (dirs, users and groups it created; the user it runs as)."""
+    """Add to what the collection made for ``app`` (dirs, files, users and groups it created; the user it runs as)."""
     found = read_made(app)
     merged = {kind: sorted(set(found[kind]) | set(made.get(kind, ()))) for kind in MADE_KINDS}
     if merged != found:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.asgi.deploy.plugins.module_utils.front_door import FrontDoor
 from ansible_collections.asgi.deploy.plugins.module_utils.gate import SETTINGS_ENV
 from ansible_collections.asgi.deploy.plugins.module_utils.host import (
     SLOTS,
@@ -105,6 +106,8 @@ def read_state(app, systemd, run, python="/usr/bin/python3", now=None, full=True
         "hooks_running": systemd.running(*app.hook_units()),
         # "ok", "missing" (no settings set made here yet), or what is wrong with it.
         "settings_key": key_state(app),
+        # {since, run, actor} while the front door answers 503 (maintenance.yml), {} otherwise.
+        "maintenance": FrontDoor(app).maintenance(),
     }
     if full:
         kept, unfinished = list_releases(app)

@@ -103,6 +103,23 @@ class Systemd:
         """SIGKILL every process of ``unit``: ends a drain past its deadline."""
         self._run("systemctl", "kill", "--signal=SIGKILL", unit, check=False)
 
+    def open_workers(self, unit, timeout_s, clock=time.monotonic, sleep=time.sleep):
+        """Have Gunicorn replace the workers of ``unit`` (SIGHUP to its master: with preload_app, new workers fork
+        without importing the app again) and wait until none of the old ones is left. Returns the seconds taken."""
+        began = clock()
+        pid = self.show(unit).get("MainPID", 0)
+        if not pid:
+            raise SystemdError(f"{unit} has no main process to open")
+        old = set(self.descendants(pid))
+        self._run("systemctl", "kill", "--kill-whom=main", "--signal=SIGHUP", unit)
+        while True:
+            now = set(self.descendants(pid))
+            if now and not now & old:
+                return round(clock() - began, 2)
+            if clock() - began > timeout_s or self.show(unit).get("MainPID", 0) != pid:
+                raise SystemdError(f"{unit}: its workers were not replaced within {timeout_s:.0f}s of a SIGHUP")
+            sleep(0.05)
+
     def wait_stopped(self, unit, timeout_s, clock=time.monotonic, sleep=time.sleep):
         """Wait until ``unit`` has no processes left (a drain ended); past ``timeout_s`` kill what is left.
         Returns the seconds waited."""

@@ -101,6 +101,23 @@ options:
     description: Keep the last lines of O(after_switch)'s output in the audit log and in a failure message.
     type: bool
     default: false
+  front_door:
+    description:
+      - Once the new release is ready, also ask for the readiness path through this host's nginx over HTTPS, as a
+        client of the app's first server name would (SNI, the certificate checked against the name; no DNS needed),
+        so that a broken front door fails the handover, which goes back. Keys C(name), C(port) (default 443) and
+        C(cafile) (a CA bundle on the host; empty for the system's).
+    type: dict
+    default: {}
+  static_dir:
+    description:
+      - The release's static directory (a path in the release, C(*) allowed, e.g.
+        C(venv/lib/python3*/site-packages/staticfiles)). When set, before the new release serves, the front door's
+        C(<base>/<app>/assets/current) becomes its files plus the hashed files of every release kept (names it does
+        not have; never overwritten), so that a page of either release finds its assets during the handover and
+        after it. A failed handover puts the previous directory back.
+    type: str
+    default: ""
   run_started:
     description:
       - When the run started, by the controller's clock (seconds since the epoch), recorded in the audit line - the
@@ -250,6 +267,8 @@ ARGUMENT_SPEC = app_argument_spec(
     after_switch=dict(type="str", default=""),
     hook_timeout=dict(type="int", default=600),
     hook_show_output=dict(type="bool", default=False),
+    static_dir=dict(type="str", default=""),
+    front_door=dict(type="dict", default={}),
     unlock=dict(type="bool", default=False),
     run_started=dict(type="float", default=0.0),
 )
@@ -285,7 +304,18 @@ def machine(module):
         after_switch=p["after_switch"],
         hook_timeout=p["hook_timeout"],
         hook_show_output=p["hook_show_output"],
+        static_dir=p["static_dir"],
+        front_door=front_door(p),
     )
+
+
+def front_door(p):
+    """The front-door gate's target, with the readiness path and statuses of the app's own gate."""
+    door = p["front_door"] or {}
+    if not door.get("name"):
+        return {}
+    return {"name": door["name"], "port": int(door.get("port") or 443), "cafile": door.get("cafile") or "",
+            "path": p["readiness_path"], "statuses": p["readiness_status"]}  # fmt: skip
 
 
 def switch(handover):

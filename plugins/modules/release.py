@@ -104,8 +104,8 @@ options:
     default: ""
   static_dir:
     description:
-      - A directory inside the release (relative to it) the build step fills for a front proxy; the release is not
-        finished without it.
+      - A directory inside the release (relative to it, C(*) allowed) the build step fills for a front proxy; the
+        release is not finished unless it names exactly one directory.
     type: str
     default: ""
   phase:
@@ -215,6 +215,7 @@ import pwd
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.asgi.deploy.plugins.module_utils.assets import AssetsFailed, find_static
 from ansible_collections.asgi.deploy.plugins.module_utils.build import (
     MANIFEST_FILE,
     Builder,
@@ -453,11 +454,11 @@ def finish(module, made, marker):
     p = module.params
     if os.path.exists(marker):
         os.unlink(marker)
-    static = os.path.normpath(os.path.join(made.dir, p["static_dir"])) if p["static_dir"] else ""
-    if static and (not static.startswith(made.dir + os.sep) or not os.path.isdir(static)):
-        raise BuildFailed(
-            "static", f"the build step left no directory {p['static_dir']} in the release (asgi_static_dir)"
-        )
+    if p["static_dir"]:
+        try:
+            find_static(made.dir, p["static_dir"], "after the build step, the release")
+        except AssetsFailed as exc:
+            raise BuildFailed("static", str(exc)) from None
     made.seal(*ids(p["owner"], p["owner_group"]))
     # The wheelhouse is on the host by now (shipped in the build call, the first time).
     made.manifest["wheelhouse_sha256"] = sha256_file(os.path.join(made.app.wheels, p["wheelhouse_key"], "SHA256SUMS"))

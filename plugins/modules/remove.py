@@ -11,7 +11,8 @@ short_description: Remove an app from a host - what the collection made for it, 
 version_added: 0.2.0
 description:
   - Stops the app's units (the listening socket first, so that no connection starts the service again), disables and
-    deletes them and the C(asgi-<app>) console, then deletes exactly what the collection recorded making for the app
+    deletes them and the C(asgi-<app>) console (and its nginx front door, nginx reloaded), then deletes exactly what
+    the collection recorded making for the app
     on this host (C(/etc/asgi-deploy/<app>/made.json), root-only) - C(<base>/<app>) (releases, wheelhouses, links),
     C(/etc/asgi-deploy/<app>) (settings sets and key), and the users and groups it created (the service user, the
     app's build identity).
@@ -100,8 +101,10 @@ def plan(app, user, group, purge):
     names, and of what the collection recorded making, what is the app's alone - what it keeps, with why, and the
     users and groups it hands over to an app that still uses them (that app's removal deletes them)."""
     wants = os.path.join(app.unit_dir, "multi-user.target.wants", app.units["app"])
-    files = [p for p in [app.unit_path(unit) for unit in app.all_units()] + [wants, app.console] if os.path.lexists(p)]
     made, kept = read_made(app), []
+    # Unit files and the console by their names; other files (the front door's nginx files) as recorded.
+    named = [app.unit_path(unit) for unit in app.all_units()] + [wants, app.console]
+    files = [p for p in dict.fromkeys(named + made["files"]) if os.path.lexists(p)]
     others = other_apps(app)
     dirs = []
     for path in made["dirs"]:
@@ -179,6 +182,17 @@ def stop_units(app, systemd):
     systemd.disable(*[u for u in installed if os.path.lexists(app.unit_path(u))])
 
 
+def reload_nginx(module):
+    """The app's front door is gone from nginx's files: nginx forgets it too (a reload, when the rest passes)."""
+    rc, _out, _err = module.run_command(["systemctl", "is-active", "--quiet", "nginx.service"])
+    if rc == 0:
+        rc, out, err = module.run_command(["nginx", "-t", "-q"])
+        if rc == 0:
+            rc, out, err = module.run_command(["systemctl", "reload", "nginx.service"])
+        if rc != 0:
+            module.warn(f"nginx was not reloaded after the app's front door went: {(err or out).strip()}")
+
+
 def archive_audit(app, actor, host, run):
     """The audit log outlives the app, with a last line saying who removed it."""
     audit(app, {"event": "remove", "run": run, "actor": actor, "host": host})
@@ -219,6 +233,8 @@ def main():
                 elif os.path.lexists(path):
                     os.unlink(path)
             systemd.daemon_reload()
+            if any(path.startswith("/etc/nginx/") for path in files):
+                reload_nginx(module)
     except (Busy, NotLocked) as refused:
         module.fail_json(msg=f"remove: {refused}")
     for name in users:

@@ -323,6 +323,7 @@ def fleet_status(states):
             "kept": [r["id"] for r in s.get("kept", [])],
             "tree_sha256": next((r.get("tree_sha256", "") for r in s.get("kept", []) if r["id"] == s.get("live")), ""),
             "notes": notes,
+            "maintenance": s.get("maintenance") or {},
             "recent": s.get("recent", []),
         }
     return hosts
@@ -345,6 +346,11 @@ def status_lines(states):
     rows = [_row(host, s) for host, s in status.items()]
     lines = table(["HOST", "LIVE", "PREVIOUS", "SLOT", "SERVING", "DRAINING", "LOCK", "KEPT"], rows)
     notes = [f"{host}: {note}" for host, s in status.items() for note in s["notes"]]
+    under = {host: s["maintenance"] for host, s in status.items() if s["maintenance"]}
+    if under:
+        since = sorted({str(m.get("since", "?")) for m in under.values()})
+        lines += ["", f"Maintenance: ON on {', '.join(under)} (since {', '.join(since)}; the front door answers 503; "
+                  "maintenance.yml -e asgi_maintenance=off ends it)"]  # fmt: skip
     if notes:
         lines += ["", "Needs a look:", *notes]
     stack, left = history_stack(states)

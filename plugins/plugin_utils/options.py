@@ -16,6 +16,7 @@ import os
 import re
 
 import yaml
+from ansible_collections.asgi.deploy.plugins.module_utils.front_door import problems as front_door_problems
 from ansible_collections.asgi.deploy.plugins.module_utils.host import RESERVED_BASES, RESERVED_NAMES, UNIT_SUFFIXES
 
 COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -124,9 +125,59 @@ def check(options, operation="deploy"):
     user = o("asgi_user") or o("asgi_app")
     if o("release_owner") and user and o("release_owner") == user:
         problems.append(f"release_owner must not be the service user {user}: the app could rewrite its own code")
+    return problems + run_problems(options) + (proxy_problems(options) if o("asgi_proxy") else [])
+
+
+def run_problems(options):
+    """Options that shape runs rather than hosts."""
+    o = options.get
     if o("asgi_hook_timeout") is not None and int(o("asgi_hook_timeout")) < 0:
-        problems.append("asgi_hook_timeout must be 0 (no limit) or a number of seconds")
+        return ["asgi_hook_timeout must be 0 (no limit) or a number of seconds"]
+    return []
+
+
+def proxy_spec(options):
+    """The front door's options (the proxy role's) as M(asgi.deploy.front_door) takes them."""
+    o = options.get
+    return {
+        "server_names": o("proxy_server_names") or [],
+        "socket": o("asgi_listen_unix") or "",
+        "tls": bool(o("proxy_tls")),
+        "certificate": o("proxy_tls_certificate") or "",
+        "certificate_key": o("proxy_tls_certificate_key") or "",
+        "certificate_file": o("proxy_tls_certificate_file") or "",
+        "certificate_key_file": o("proxy_tls_certificate_key_file") or "",
+        "static_url": o("proxy_static_url") or "",
+    }
+
+
+def proxy_problems(options):
+    """What keeps the app from sitting behind the front door (asgi_proxy: true)."""
+    o = options.get
+    problems = []
+    if o("asgi_listen_tcp"):
+        problems.append(
+            "asgi_proxy: nginx must be the app's only way in - set asgi_listen_tcp: [] (the app trusts the forwarded "
+            "client address on its Unix socket, which only nginx may reach)"
+        )
+    if "proxy_server_names" in options:  # the proxy role's options are in this run
+        problems += front_door_problems(proxy_spec(options))
+        if o("proxy_static_url") and not o("asgi_static_dir"):
+            problems.append("proxy_static_url serves the release's static files: set asgi_static_dir too")
+        names = o("proxy_server_names") or []
+        if o("proxy_gate") and (not o("proxy_tls") or not names or str(names[0]).startswith("*.")):
+            problems.append("proxy_gate checks over HTTPS with the first of proxy_server_names: it needs proxy_tls and "
+                            "a first name that is not a wildcard")  # fmt: skip
     return problems
+
+
+def front_door_gate(options):
+    """Where a handover's front-door gate asks (M(asgi.deploy.handover)'s front_door); {} when there is none."""
+    o = options.get
+    if not (o("asgi_proxy") and o("proxy_gate") and o("proxy_tls") and o("proxy_server_names")):
+        return {}
+    return {"name": o("proxy_server_names")[0], "port": int(o("proxy_https_port") or 443),
+            "cafile": o("proxy_gate_cafile") or ""}  # fmt: skip
 
 
 def removed(given):

@@ -59,3 +59,28 @@ def test_gunicorn_refuses_to_run_without_systemds_socket(hooks, monkeypatch):
     monkeypatch.setenv("LISTEN_FDS", "2")
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
     hooks.require_systemd_socket("billing")
+
+
+def test_a_worker_of_a_slot_a_handover_holds_accepts_on_its_probe_socket_only(hooks, tmp_path, monkeypatch):
+    import socket
+    from types import SimpleNamespace
+
+    probe_path, public_path = str(tmp_path / "demo-green-probe.sock"), str(tmp_path / "demo.sock")
+    sockets = []
+    for path in (public_path, probe_path):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sockets.append(sock)
+    held = {"blue": str(tmp_path / "blue.held"), "green": str(tmp_path / "green.held")}
+    probes = {"blue": str(tmp_path / "demo-blue-probe.sock"), "green": probe_path}
+    monkeypatch.setenv("ASGI_INSTANCE", "green")
+    worker = SimpleNamespace(sockets=list(sockets))
+    assert hooks.hold_until_gated(worker, held, probes) is False and worker.sockets == sockets  # not held: all
+    Path(held["green"]).write_text("run1\n")
+    assert hooks.hold_until_gated(worker, held, probes) is True
+    assert [s.getsockname() for s in worker.sockets] == [probe_path]
+    monkeypatch.setenv("ASGI_INSTANCE", "blue")  # the other slot's marker holds nobody else
+    other = SimpleNamespace(sockets=list(sockets))
+    assert hooks.hold_until_gated(other, held, probes) is False and other.sockets == sockets
+    for sock in sockets:
+        sock.close()

@@ -65,6 +65,29 @@ def require_systemd_socket(app):
         raise SystemExit(f"{app}: no socket from systemd (LISTEN_FDS); start {app}.socket")
 
 
+def hold_until_gated(worker, held, probes):
+    """A slot a handover started serves its probe socket only, until its gate passed: ``held`` maps each slot to
+    the marker the handover makes before the start and removes once the gate passed, before it has Gunicorn
+    replace the workers (SIGHUP). So a release that never gets ready never answers a client. A worker forked
+    without the marker (the boot, a crash's restart, the replacement) serves every socket. Returns whether the
+    worker is held."""
+    slot = os.environ.get("ASGI_INSTANCE", "")
+    if slot not in held or not os.path.exists(held[slot]):
+        return False
+    kept = [sock for sock in worker.sockets if _name_of(sock) == probes.get(slot)]
+    if not kept:  # never leave a worker with nothing to accept on
+        return False
+    worker.sockets = kept
+    return True
+
+
+def _name_of(sock):
+    try:
+        return sock.getsockname()
+    except OSError:
+        return None
+
+
 def answer_accepted_connections_on_shutdown():
     """A uvicorn worker that stops (graceful stop, HUP, max_requests recycling) closes every connection with no
     request parsed yet, including ones it accepted a moment ago whose request is already on the wire: the

@@ -135,6 +135,9 @@ class FakeSystemd:
         settings = re.search(r"ASGI_SETTINGS_DIGEST=(\S+)", text).group(1)
         release = os.path.basename(os.path.realpath(workdir))
         u.update(release=release, settings=settings, InvocationID=f"inv-{next(PIDS)}")
+        # Started held (its probe socket only) when a handover said so.
+        slot = next((s for s in SLOTS if self.app.units[s] == name), "")
+        u["held"] = bool(slot) and os.path.exists(self.app.held[slot])
         if release in self.broken:
             u.update(
                 ActiveState="activating",
@@ -204,6 +207,11 @@ class FakeSystemd:
 
     def stop_timeout_s(self, unit):
         return 40.0
+
+    def open_workers(self, unit, timeout_s, clock=None, sleep=None):
+        self._check("open", (unit,))
+        self.unit(self.resolve(unit))["held"] = False
+        return 0.0
 
     def connections_of(self, pid):
         u = self._by_pid(pid)

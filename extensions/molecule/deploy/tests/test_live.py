@@ -75,9 +75,12 @@ def draining(name):
                                                               strict=True) if unit != live)  # fmt: skip
 
 
-def settled(clients):
-    """Between phases: no host drains, and every client is connected again."""
-    return clients.all_connected() and not any(draining(name) for name in HOSTS)
+def settled(clients, expected):
+    """Between phases: every client is connected again, to the release expected, and no host drains."""
+    versions = clients.versions()
+    return (
+        clients.all_connected() and set(versions.values()) == {expected} and not any(draining(name) for name in HOSTS)
+    )
 
 
 def handing_over(name):
@@ -119,7 +122,8 @@ def phases(playbook):
         for name, run, expected in steps:
             began, short_began = clients.now(), short.now()
             result = run()
-            _wait_for(lambda: settled(clients), timeout=DRAIN + 60, interval=0.2, what=f"{name}: drains over")
+            _wait_for(lambda expected=expected: settled(clients, expected), timeout=DRAIN + 60, interval=0.2,
+                      what=f"{name}: drains over")  # fmt: skip
             ended, short_ended = clients.now(), short.now()
             _PHASES[name] = {
                 "rc": result.returncode,

@@ -730,8 +730,9 @@ def test_a_fleet_on_the_layout_before_slots_moves_to_slots_under_load_cutting_ea
         _wait_for(clients.all_connected, timeout=60, what="every client connected to 1.0.0")
         began = clients.now()
         moved = playbook(DEPLOY, live_app("2.0.0"))
-        _wait_for(lambda: clients.all_connected() and not any(draining_live(n) for n in HOSTS), timeout=120,
-                  what="every client connected again, no drain left")  # fmt: skip
+        _wait_for(lambda: clients.all_connected() and set(clients.versions().values()) == {"2.0.0"}
+                  and not any(draining_live(n) for n in HOSTS), timeout=120,
+                  what="every client connected again to 2.0.0, no drain left")  # fmt: skip
         seen = clients.window(began)
         requests = short.window(0, short.now())
     CASES["the layout before slots, moved to slots"] = {"clients": seen, "short": requests}

@@ -80,7 +80,7 @@ def test_a_first_deploy_installs_the_units_links_the_app_to_blue_and_starts_it_g
         OLD,
         "",
     )
-    assert [pair[0] for pair in line["steps"]] == ["install units", "switch", "start", "gate"]
+    assert [pair[0] for pair in line["steps"]] == ["install units", "switch", "start", "gate", "open"]
 
 
 def test_a_failed_first_deploy_leaves_the_units_stopped_and_nothing_live(app, systemd, clock):
@@ -130,6 +130,7 @@ def test_a_handover_starts_the_new_release_once_and_the_old_slot_only_drains(liv
         "prepare",
         "start",
         "gate",
+        "open",
         "switch",
         "drain",
     ]
@@ -289,7 +290,7 @@ def test_restart_restarts_the_live_slot_in_place(live, systemd, clock):
     assert (result["strategy"], result["slot"]) == ("restart", "blue")
     assert links(live) == {"current": NEW, "previous": OLD, "blue": NEW, "green": ""}
     assert starts(systemd) == [live.units["blue"]] and live.live_slot() == "blue"
-    assert [pair[0] for pair in audit(live)[-1]["steps"]] == ["prepare", "switch", "restart", "gate"]
+    assert [pair[0] for pair in audit(live)[-1]["steps"]] == ["prepare", "switch", "restart", "gate", "open"]
 
 
 def test_a_failed_restart_goes_back_to_the_old_release(live, systemd, clock):
@@ -419,7 +420,7 @@ def test_a_host_of_the_layout_before_slots_moves_to_slots_with_one_start(app, sy
     assert ("wait-stopped", app.legacy_units["main"], 45.0) in calls
     assert app.units["socket"] in systemd.enabled
     steps = [pair[0] for pair in audit(app)[-1]["steps"]]
-    assert steps == ["prepare", "start", "gate", "retire the old layout", "switch"]
+    assert steps == ["prepare", "start", "gate", "open", "retire the old layout", "switch"]
     # From here on, ordinary handovers between the slots.
     assert machine(app, systemd, clock, release=OLD).run()["slot"] == "green"
 
@@ -442,7 +443,7 @@ def test_every_step_is_named_once_with_the_instance_a_failure_shows_and_an_undo_
     steps = machine_steps.STEPS
     assert set(steps) == {
         "wait for the last drain", "install units", "prepare", "start", "gate", "retire the old layout", "switch",
-        "restart", "drain", "replace sockets", "after switch",
+        "restart", "drain", "replace sockets", "after switch", "bridge static files", "front door", "open",
     }  # fmt: skip
     assert {step.instance for step in steps.values()} <= {"idle", "live", ""}
     for name, step in steps.items():
@@ -462,3 +463,64 @@ def test_the_live_slot_running_other_settings_than_the_marker_is_handed_over_aga
     stage_settings(live, S2)
     result = machine(live, systemd, clock, release=OLD, settings=S2).run()
     assert result["changed"] and slot(systemd, live, "green")["settings"] == S2
+
+
+def _static(app, release_id, name):
+    static = os.path.join(app.release_dir(release_id), "static")
+    os.makedirs(static, exist_ok=True)
+    with open(os.path.join(static, name), "w") as stream:
+        stream.write(release_id)
+
+
+def test_static_files_are_bridged_before_the_new_release_serves_and_put_back_when_its_gate_fails(live, systemd, clock):
+    app = live
+    _static(app, OLD, "style.1111aaaa2222.css")
+    _static(app, NEW, "style.3333bbbb4444.css")
+    assets_dir = os.path.join(app.root, "assets")
+    machine(app, systemd, clock, release=OLD, static_dir="static", force=True).run()
+    before = os.readlink(os.path.join(assets_dir, "current"))
+    systemd.broken.add(NEW)
+    with pytest.raises(HandoverFailed):
+        machine(app, systemd, clock, static_dir="static").run()
+    assert os.readlink(os.path.join(assets_dir, "current")) == before
+    assert sorted(os.listdir(assets_dir)) == sorted(["current", before])
+    systemd.broken.clear()
+    result = machine(app, systemd, clock, static_dir="static").run()
+    assert [pair[0] for pair in result["steps"]][:3] == ["wait for the last drain", "prepare", "bridge static files"]
+    served = sorted(os.listdir(os.path.join(assets_dir, "current")))
+    assert served == ["style.1111aaaa2222.css", "style.3333bbbb4444.css"]
+    assert sorted(os.listdir(assets_dir)) == sorted(["current", os.readlink(os.path.join(assets_dir, "current"))])
+
+
+def test_a_front_door_that_does_not_answer_takes_the_host_back(live, systemd, clock, monkeypatch):
+    app = live
+    asked = []
+
+    def refuse(name, port, path, statuses, cafile=""):
+        asked.append((name, port, path))
+        raise machine_steps.FrontDoorFailed(f"https://{name}:{port}{path} through this host's nginx answered 502")
+
+    monkeypatch.setattr(machine_steps, "check_through", refuse)
+    door = {"name": "shop.example.com", "port": 443, "path": "/readyz", "statuses": [200]}
+    with pytest.raises(HandoverFailed) as failed:
+        machine(app, systemd, clock, front_door=door).run()
+    assert failed.value.step == "front door" and "answered 502" in str(failed.value)
+    assert asked == [("shop.example.com", 443, "/readyz")]
+    assert app.live_slot() == "blue" and links(app)["current"] == OLD
+
+
+def test_the_new_slot_serves_its_probe_only_until_its_gate_passed_and_never_when_it_fails(live, systemd, clock):
+    app = live
+    systemd.unready.add(NEW)
+    with pytest.raises(HandoverFailed):
+        machine(app, systemd, clock).run()
+    # Started held: the never-ready release answered no client; the old slot serves, never held.
+    assert ("open", app.units["green"]) not in systemd.calls and slot(systemd, app, "green")["held"] is True
+    assert not os.path.exists(app.held["green"]) and slot(systemd, app, "blue")["held"] is False
+    systemd.unready.clear()
+    systemd.calls.clear()
+    machine(app, systemd, clock).run()
+    opened = systemd.calls.index(("open", app.units["green"]))
+    stopped = systemd.calls.index(("stop", app.units["blue"]))
+    assert systemd.calls.index(("restart", app.units["green"])) < opened < stopped
+    assert slot(systemd, app, "green")["held"] is False and not os.path.exists(app.held["green"])
