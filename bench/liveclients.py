@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class Client:
 class Clients:
     """``ws`` WebSocket and ``sse`` event-stream clients per target (``host:port``), connected until ``stop()``."""
 
-    def __init__(self, targets, ws=4, sse=2, ws_path="/updates", sse_path="/activity"):
+    def __init__(self, targets, ws=4, sse=2, ws_path="/updates", sse_path="/activity", tls_name="", tls_ca=""):
         self.clients = [
             Client(f"{kind}-{target}-{i}", kind, target)
             for target in targets
@@ -59,6 +60,10 @@ class Clients:
             for i in range(count)
         ]
         self.ws_path, self.sse_path = ws_path, sse_path
+        # Through a front door over TLS: each target is the address reached, ``tls_name`` the host name asked for
+        # (SNI, the certificate checked against it, Host), ``tls_ca`` the CA trusted.
+        self.tls_name = tls_name
+        self.tls = ssl.create_default_context(cafile=tls_ca or None) if tls_name else None
         self.events: list[Event] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -122,8 +127,13 @@ class Clients:
             await asyncio.sleep(RECONNECT_S)
 
     async def _websocket(self, client):
+        options = {"open_timeout": CONNECT_TIMEOUT_S, "ping_interval": None, "close_timeout": 2}
         url = f"ws://{client.target}{self.ws_path}"
-        async with ws_connect(url, open_timeout=CONNECT_TIMEOUT_S, ping_interval=None, close_timeout=2) as ws:
+        if self.tls:
+            host, port = client.target.rsplit(":", 1)
+            url = f"wss://{self.tls_name}:{port}{self.ws_path}"
+            options.update(ssl=self.tls, host=host, port=int(port))
+        async with ws_connect(url, **options) as ws:
             hello = json.loads(await asyncio.wait_for(ws.recv(), CONNECT_TIMEOUT_S))
             client.version, client.connected = hello.get("hello", ""), True
             self._record(client, "connect", version=client.version)
@@ -137,9 +147,13 @@ class Clients:
             self._record(client, "disconnect", version=client.version, code=code)
 
     async def _stream(self, client):
-        url = f"http://{client.target}{self.sse_path}"
+        url = f"{'https' if self.tls else 'http'}://{client.target}{self.sse_path}"
         timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=None)
-        async with httpx.AsyncClient(timeout=timeout) as http, http.stream("GET", url) as reply:
+        named = {"headers": {"Host": self.tls_name}, "extensions": {"sni_hostname": self.tls_name}} if self.tls else {}
+        async with (
+            httpx.AsyncClient(timeout=timeout, verify=self.tls or True) as http,
+            http.stream("GET", url, **named) as reply,
+        ):
             if reply.status_code != 200:
                 raise RuntimeError(f"HTTP {reply.status_code}")
             how = "end of stream"

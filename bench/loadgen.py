@@ -36,8 +36,10 @@ class Record:
 class Load:
     """A locust run on ``urls`` for as long as the ``with`` block lasts."""
 
-    def __init__(self, urls, users=4, path="/version", rate=0.0, timeout=10.0):
+    def __init__(self, urls, users=4, path="/version", rate=0.0, timeout=10.0, tls_name="", tls_ca=""):
         self.urls, self.users, self.path, self.rate, self.timeout = list(urls), users, path, rate, timeout
+        # HTTPS through a front door: the host name asked for (SNI, certificate, Host) and the CA trusted.
+        self.tls_name, self.tls_ca = tls_name, tls_ca
         self._records: list[Record] = []
         self._offset = 0
         self._stopped = False
@@ -53,6 +55,8 @@ class Load:
             "LOAD_RATE": str(self.rate),
             "LOAD_TIMEOUT": str(self.timeout),
             "LOAD_EVENTS": str(self._events),
+            "LOAD_TLS_NAME": self.tls_name,
+            "LOAD_TLS_CA": self.tls_ca,
         }
         argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary"]
         argv += ["-u", str(self.users), "-r", str(self.users), "--run-time", "3600s", "--stop-timeout", "10"]

@@ -8,13 +8,15 @@
 #
 # Each image is tagged with a hash of this recipe, so it is rebuilt only when
 # the recipe changes; an existing tag is a no-op. The Debian mirror is read
-# from the host's apt sources (override with LAB_MIRROR).
+# from the host's apt sources on a Debian machine; elsewhere (Ubuntu, say) set
+# LAB_MIRROR to a Debian mirror, and install debian-archive-keyring.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=localhost/asgi-deploy-lab
 # Everything the tests need on a host; no getty or udev.
-packages=systemd,systemd-sysv,dbus,python3,python3-venv,python3-apt,iproute2,procps,curl,ca-certificates,sudo,openssh-server
+# nginx: the front door (roles/proxy) the deploy scenario puts in front of apps.
+packages=systemd,systemd-sysv,dbus,python3,python3-venv,python3-apt,iproute2,procps,curl,ca-certificates,sudo,openssh-server,nginx
 masked_units=(
   getty@.service serial-getty@.service console-getty.service getty.target
   systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket
@@ -48,6 +50,13 @@ tag_of() {
 
 host_mirror() {
   if [ -n "${LAB_MIRROR:-}" ]; then echo "$LAB_MIRROR"; return; fi
+  local id
+  id=$(. /etc/os-release 2>/dev/null && echo "${ID:-unknown}")
+  if [ "$id" != debian ]; then
+    echo "images: this machine runs $id, whose apt mirror has no Debian release: set LAB_MIRROR to a Debian mirror" \
+      "(and install debian-archive-keyring), e.g. LAB_MIRROR=<your Debian mirror URL> make images" >&2
+    return 1
+  fi
   local uri
   uri=$(grep -hE '^\s*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
         awk '{print $2}' | grep -v -- '-security' | head -n1 || true)

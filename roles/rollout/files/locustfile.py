@@ -14,6 +14,7 @@ import http.client
 import itertools
 import json
 import os
+import ssl
 import time
 
 from locust import User, constant, constant_throughput, events, task
@@ -26,13 +27,30 @@ SINK = open(os.environ["LOAD_EVENTS"], "a", buffering=1)  # noqa: SIM115 (open f
 
 
 HEADERS = json.loads(os.environ.get("LOAD_HEADERS") or "{}")
+# HTTPS through a front door: LOAD_TLS_NAME is the name the client asks for (SNI, the certificate, Host), whatever
+# address the target is; LOAD_TLS_CA the CA it trusts.
+TLS_NAME = os.environ.get("LOAD_TLS_NAME", "")
+TLS = ssl.create_default_context(cafile=os.environ.get("LOAD_TLS_CA") or None) if TLS_NAME else None
+if TLS_NAME:
+    HEADERS.setdefault("Host", TLS_NAME)
+
+
+class NamedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to an address, as a client of TLS_NAME would connect."""
+
+    def connect(self):
+        http.client.HTTPConnection.connect(self)
+        self.sock = TLS.wrap_socket(self.sock, server_hostname=TLS_NAME)
 
 
 def request(target, path):
     """One GET on a fresh connection: (ok, error)."""
     host, port = target.rsplit(":", 1)
     try:
-        conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+        if TLS:
+            conn = NamedHTTPS(host, int(port), timeout=TIMEOUT, context=TLS)
+        else:
+            conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
         conn.request("GET", path, headers={**HEADERS, "Connection": "close"})
         reply = conn.getresponse()
         reply.read()

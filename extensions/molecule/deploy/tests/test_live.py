@@ -1,7 +1,9 @@
 """Connections that stay open: examples/live's clients hold WebSockets and event streams through every handover.
 
 examples/live is a dashboard backend (Starlette): browsers keep a WebSocket on /updates and a server-sent events
-stream on /activity, and every message names the server's version. Here, 4 WebSocket and 2 event-stream clients per
+stream on /activity, and every message names the server's version. It sits behind the front door (proxy.yml: nginx
+on each host, TLS from the lab's test CA, the app on a Unix socket only nginx reaches), and every client connects as
+a browser would, over HTTPS to live.lab.test. Here, 4 WebSocket and 2 event-stream clients per
 host stay connected (reconnecting when cut) while short requests load /readyz, through: a deploy (one host at a
 time), a rollback, a release that never gets ready (its gate fails), and a deploy whose controller is killed during a
 handover, then run again. Per client and phase the test records disconnects, close codes, failed connects and the
@@ -26,14 +28,21 @@ from conftest import Background, _wait_for
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "bench"))
+from ansible_collections.asgi.deploy.plugins.module_utils.front_door import check_through  # noqa: E402
 from liveclients import Clients  # noqa: E402 (the clients that hold connections, shared with the benchmark)
 from loadgen import Load  # noqa: E402
 
-DEPLOY, ROLLBACK, STATUS = (PROJECT / f"playbooks/{name}.yml" for name in ("deploy", "rollback", "status"))
+DEPLOY, ROLLBACK, STATUS, PROXY = (
+    PROJECT / f"playbooks/{name}.yml" for name in ("deploy", "rollback", "status", "proxy")
+)
 SOURCES = PROJECT / "build/molecule-deploy"
 REPORT = PROJECT / "build/reports/live-clients.json"
 HOSTS = ["deploy-web1", "deploy-web2", "deploy-web3"]
-TARGETS = dict(zip(HOSTS, ["127.0.0.1:18090", "127.0.0.1:18091", "127.0.0.1:18092"], strict=True))
+# Each host's nginx (443, and 80 for the redirect), published on loopback.
+TARGETS = dict(zip(HOSTS, ["127.0.0.1:18093", "127.0.0.1:18094", "127.0.0.1:18095"], strict=True))
+PLAIN = dict(zip(HOSTS, ["127.0.0.1:18096", "127.0.0.1:18097", "127.0.0.1:18098"], strict=True))
+NAME, CA = "live.lab.test", SOURCES / "tls/ca.pem"
+HOST_CA = "/etc/ssl/asgi-lab-ca.pem"
 # Long enough that the next host's handover (a start and a gate) comes before the last one's streams are cut.
 DRAIN = 15
 _PHASES: dict[str, dict] = {}
@@ -47,7 +56,15 @@ def live_app(version, **extra):
         "asgi_entrypoint": "live.app:app",
         "asgi_lockfile": str(source / "requirements.lock"),
         "asgi_app_source": str(source),
-        "asgi_listen_tcp": ["0.0.0.0:8003"],
+        # Behind the front door: a Unix socket only nginx reaches.
+        "asgi_listen_tcp": [],
+        "asgi_listen_unix": "/run/live.sock",
+        "asgi_proxy": True,
+        "proxy_server_names": [NAME],
+        "proxy_tls_certificate": (SOURCES / "tls/cert.pem").read_text(),
+        "proxy_tls_certificate_key": (SOURCES / "tls/key.pem").read_text(),
+        "proxy_gate": True,
+        "proxy_gate_cafile": HOST_CA,
         "asgi_readiness_path": "/readyz",
         "asgi_readiness_timeout": 10,
         "asgi_drain_timeout": DRAIN,
@@ -61,6 +78,14 @@ def live_app(version, **extra):
 
 def on(name):
     return testinfra.get_host(f"podman://{name}")
+
+
+def through_nginx(name, path, *options):
+    """curl on the host, through its own nginx, as a client of live.lab.test would (the lab's CA trusted)."""
+    return on(name).run(
+        "curl -sS --max-time 10 --cacert %s --resolve %s:443:127.0.0.1 " + " ".join(["%s"] * len(options)) + " %s",
+        HOST_CA, NAME, *options, f"https://{NAME}{path}",
+    )  # fmt: skip
 
 
 def live_slot(name):
@@ -108,6 +133,8 @@ def killed_then_run_again(playbook):
 def phases(playbook):
     if _PHASES:
         return _PHASES
+    door = playbook(PROXY, live_app("1.0.0"))
+    assert door.returncode == 0, (door.stdout + door.stderr)[-3000:]
     first = playbook(DEPLOY, live_app("1.0.0"))
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     steps = [
@@ -116,8 +143,9 @@ def phases(playbook):
         ("3.0.0 never gets ready", lambda: playbook(DEPLOY, live_app("3.0.0")), "1.0.0"),
         ("controller killed mid-handover, run again", lambda: killed_then_run_again(playbook), "2.0.0"),
     ]
-    short = Load([f"http://{t}" for t in TARGETS.values()], users=2, rate=40, path="/readyz", timeout=15)
-    with short, Clients(TARGETS.values(), ws=4, sse=2) as clients:
+    short = Load([f"https://{t}" for t in TARGETS.values()], users=2, rate=40, path="/readyz", timeout=15,
+                 tls_name=NAME, tls_ca=str(CA))  # fmt: skip
+    with short, Clients(TARGETS.values(), ws=4, sse=2, tls_name=NAME, tls_ca=str(CA)) as clients:
         _wait_for(clients.all_connected, timeout=60, what="every client connected")
         for name, run, expected in steps:
             began, short_began = clients.now(), short.now()
@@ -188,7 +216,7 @@ def test_systemctl_status_of_the_app_shows_the_slot_that_serves(phases):
         live = live_slot(name)
         status = on(name).run("systemctl status --no-pager -n0 live").stdout
         assert status.startswith(f"● {live} - live ("), (name, status)
-        version = json.loads(on(name).run("curl -fsS --max-time 5 http://127.0.0.1:8003/readyz").stdout)["version"]
+        version = json.loads(through_nginx(name, "/readyz").stdout)["version"]
         assert version == "2.0.0", name
 
 
@@ -196,7 +224,7 @@ def test_status_shows_a_draining_slot_and_the_connections_it_still_holds(phases,
     """A handover of one host whose streams stay open (a drain of a minute): status names the draining slot and
     counts its connections; once the clients go, the drain ends."""
     web1 = TARGETS["deploy-web1"]
-    with Clients([web1], ws=0, sse=3) as held:
+    with Clients([web1], ws=0, sse=3, tls_name=NAME, tls_ca=str(CA)) as held:
         _wait_for(held.all_connected, timeout=30, what="the streams")
         moved = playbook(DEPLOY, live_app("2.0.0", asgi_drain_timeout=60), limit="deploy-web1")
         assert moved.returncode == 0, (moved.stdout + moved.stderr)[-3000:]
@@ -207,3 +235,42 @@ def test_status_shows_a_draining_slot_and_the_connections_it_still_holds(phases,
         row += r" \(3 conn\.\)"
         assert re.search(row, shown.stdout), shown.stdout[-3000:]
     _wait_for(lambda: not draining("deploy-web1"), timeout=30, what="the drain to end once its clients left")
+
+
+def test_every_host_answers_https_with_http2_and_redirects_http(phases):
+    for name in HOSTS:
+        http2 = through_nginx(name, "/readyz", "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}")
+        assert http2.stdout == "2 200", (name, http2.stdout, http2.stderr)
+        plain = on(name).run(f"curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' -H 'Host: {NAME}' "
+                             "'http://127.0.0.1/readyz?x=1'")  # fmt: skip
+        assert plain.stdout == f"301 https://{NAME}/readyz?x=1", (name, plain.stdout)
+    # From outside the hosts, as a browser would: the lab's CA trusted, the name checked (SNI and Host say it).
+    for target in TARGETS.values():
+        assert check_through(NAME, int(target.split(":")[1]), "/readyz", [200], cafile=str(CA)) == 200, target
+
+
+def test_the_app_logs_the_address_of_the_client_not_the_proxys(phases):
+    """A request from web2 to web1's front door: web1's app logs web2's address (X-Forwarded-For, trusted on the
+    Unix socket only nginx reaches)."""
+    web1, web2 = on("deploy-web1"), on("deploy-web2")
+    address1, address2 = (h.run("hostname -I").stdout.split()[0] for h in (web1, web2))
+    marker = f"/readyz?from-web2={os.getpid()}"
+    asked = web2.run("curl -fsS --max-time 10 --cacert %s --resolve %s:443:%s %s", HOST_CA, NAME, address1,
+                     f"https://{NAME}{marker}")  # fmt: skip
+    assert asked.rc == 0, asked.stderr
+
+    def logged():
+        lines = web1.run("journalctl -t live --no-pager -o cat --since -5min").stdout.splitlines()
+        return [line for line in lines if f"from-web2={os.getpid()}" in line]
+
+    lines = _wait_for(logged, timeout=30, what="the request in web1's journal")
+    assert any(address2 in line for line in lines) and not any("127.0.0.1" in line for line in lines), lines
+
+
+def test_the_front_doors_of_two_apps_share_each_hosts_nginx_by_name(phases):
+    """live here, and the Django site of test_front_door: one nginx per host, a file per app, routed by name."""
+    for name in HOSTS:
+        host = on(name)
+        assert host.run("nginx -t").rc == 0, name
+        sites = set(host.run("ls /etc/nginx/sites-enabled").stdout.split())
+        assert {"asgi-live.conf", "asgi-site.conf"} <= sites, (name, sites)
