@@ -50,7 +50,7 @@ class ActionModule(ActionBase):
         lines = [f"check: {line}" for line in problems] or [
             "check: the lock is fresh, the app starts and gates as a deploy would, and under load {requests} requests "
             "failed {failures} (p99 {p99_ms} ms)".format(**report["load"])
-        ]
+        ] + [f"check: Django's deployment checks warn: {line}" for line in report.get("django_warnings") or []]
         if args.get("report"):
             Path(args["report"]).write_text(json.dumps({**report, "problems": problems}, indent=2) + "\n")
         result.update(changed=False, lines=lines, report=report, problems=problems)
@@ -72,6 +72,9 @@ class ActionModule(ActionBase):
         failed = app_check.run_steps(steps, environment, release)
         if failed:
             return [failed[0], *[f"  {line}" for line in failed[1:]]]
+        errors, report["django_warnings"] = app_check.django_deploy_check(environment, release)
+        if errors:
+            return [errors[0], *[f"  {line}" for line in errors[1:]]]
         proc, port = app_check.start(venv, settings, args["entrypoint"], environment, release)
         try:
             headers = {str(k): str(v) for k, v in (args.get("readiness_headers") or {}).items()}

@@ -20,6 +20,8 @@ description:
     same generated C(gunicorn.conf.py), environment and credentials as the units, on a free loopback port handed over
     as systemd does (no systemd needed), gates it on its readiness path, then loads it with C(locust --headless) on
     O(paths) and fails when the failure ratio or the p99 latency is above the thresholds, with the numbers.
+  - For a Django app (C(DJANGO_SETTINGS_MODULE) in O(environment)), first runs Django's deployment checklist,
+    C(python -m django check --deploy), as the app runs - an error fails the check, warnings are said.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app.readiness

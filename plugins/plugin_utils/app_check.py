@@ -157,6 +157,20 @@ def run_steps(steps, environment, release_dir):
     return []
 
 
+def django_deploy_check(environment, release_dir):
+    """Django's own deployment checklist (``check --deploy``) for a Django app (DJANGO_SETTINGS_MODULE set), as the
+    app runs: ``(errors, warnings)`` as lines. Errors fail the check; warnings are said. Other apps: ``([], [])``."""
+    if not environment.get("DJANGO_SETTINGS_MODULE"):
+        return [], []
+    env = {**os.environ, **environment, **app_environment(str(release_dir), "django check --deploy")}
+    done = run(["/bin/sh", "-c", "python -m django check --deploy"], cwd=release_dir, env=env)
+    said = [line for line in (done.stdout + done.stderr).strip().splitlines() if line.strip()]
+    found = [line.strip() for line in said if re.match(r"^\s*\S*: \(\w+\.[EWC]\d+\)", line)]
+    if done.returncode != 0:
+        return ["Django's deployment checks (python -m django check --deploy) failed:", *said[-15:]], []
+    return [], [line for line in found if re.search(r"\(\w+\.W\d+\)", line)]
+
+
 def start(venv, settings, entrypoint, environment, release_dir):
     """Gunicorn on a free loopback port, the socket handed over as systemd does: (process, port)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
