@@ -156,7 +156,9 @@ def export_lock(lockfile, cache):
 
 def _uv_export(lockfile):
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    # Where the wheels come from goes with them: a private index or a find-links directory the project names.
     argv = [uv, "export", "--frozen", "--no-emit-project", "--no-dev", "--no-header", "--no-annotate"]
+    argv += ["--emit-index-url", "--emit-find-links"]
     argv += ["--format", "requirements-txt", "--project", str(lockfile.parent)]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -184,7 +186,7 @@ def read_lock(lockfile):
     if is_pylock(lockfile):
         pylock = load_pylock(lockfile)
         pins = [_pylock_pin(package, lockfile) for package in pylock.packages if package.directory is None]
-        return {"kind": "pylock", "pins": pins, "options": [], "pylock": pylock}
+        return {"kind": "pylock", "pins": pins, "options": [], "pylock": pylock, "path": str(lockfile)}
     pins, options = parse_requirements(lockfile)
     return {"kind": "requirements", "pins": pins, "options": options, "pylock": None}
 
@@ -200,6 +202,13 @@ def _pylock_pin(package, path):
         "marker": str(package.marker) if package.marker else "",
         "hashes": hashes,
     }
+
+
+def _pylock_wheel(dist):
+    """Where a pylock.toml's chosen wheel is: {url, path, name, sha256} (url or path may be empty)."""
+    url, path = str(getattr(dist, "url", None) or ""), str(getattr(dist, "path", None) or "")
+    name = str(getattr(dist, "name", None) or "") or (url or path).rsplit("/", 1)[-1]
+    return {"url": url, "path": path, "name": name, "sha256": (getattr(dist, "hashes", None) or {}).get("sha256", "")}
 
 
 def environment(target):
@@ -243,13 +252,14 @@ def select(lock, target):
     if lock["kind"] == "pylock":
         try:
             chosen = {
-                canonicalize_name(str(p.name))
+                canonicalize_name(str(p.name)): dist
                 for p, dist in lock["pylock"].select(environment=environment(target), tags=target_tags(target))
                 if dist is not None
             }
         except Exception as exc:  # packaging's PylockSelectError and friends: say which target
             raise BadInput(f"the pylock.toml has nothing to install for {describe(target)}: {exc}") from None
-        return [pin for pin in lock["pins"] if pin["name"] in chosen]
+        # The wheel the lock records for this target, where it says it is: fetched from there, not from an index.
+        return [{**pin, "wheel": _pylock_wheel(chosen[pin["name"]])} for pin in lock["pins"] if pin["name"] in chosen]
     env = environment(target)
     selected = []
     for pin in lock["pins"]:

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import zipfile
+from pathlib import Path
 
 import pytest
 from ansible_collections.asgi.deploy.plugins.plugin_utils import artifacts as ba
@@ -263,3 +264,42 @@ def test_a_source_with_changes_not_committed_is_refused_unless_allowed_and_then_
     state = ba.git_state(src)
     assert state["dirty"] and state["git_describe"] == "v1-dirty"
     assert ba.git_state(tmp_path / "nowhere")["git_sha"] == "unknown"
+
+
+def test_a_pylocks_wheels_come_from_the_urls_it_records_hash_checked(tmp_path, monkeypatch):
+    """A private index on loopback: the wheel is fetched from the URL the pylock.toml records, never from an index
+    pip would choose (pip is pointed at nothing here), and a wheel that is not the lock's is refused."""
+    import functools
+    import http.server
+    import threading
+
+    from ansible_collections.asgi.deploy.plugins.plugin_utils import locks
+
+    served = tmp_path / "index"
+    served.mkdir()
+    wheel = make_wheel(served / "gunicorn-27.0.1-py3-none-any.whl", name="gunicorn", version="27.0.1")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/gunicorn-27.0.1-py3-none-any.whl"
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/nothing")
+    target = {"python": "3.11", "full": "3.11.2", "machine": "x86_64", "glibc": "2.36", "sys_platform": "linux"}
+
+    def pylock(sha):
+        text = (
+            'lock-version = "1.0"\ncreated-by = "uv"\n[[packages]]\nname = "gunicorn"\nversion = "27.0.1"\n'
+            f'wheels = [{{ url = "{url}", hashes = {{ sha256 = "{sha}" }} }}]\n'
+        )
+        (tmp_path / "pylock.toml").write_text(text)
+        return locks.read_lock(tmp_path / "pylock.toml")
+
+    try:
+        (tmp_path / "cache").mkdir()
+        house = ba.build_wheelhouse(pylock(digest), [], target, tmp_path / "cache", "lock1")
+        assert (Path(house["path"]) / wheel.name).read_bytes() == wheel.read_bytes()
+        with pytest.raises(ba.BadInput, match="does not match the lock's sha256"):
+            ba.build_wheelhouse(pylock("0" * 64), [], target, tmp_path / "cache", "lock2")
+    finally:
+        server.shutdown()

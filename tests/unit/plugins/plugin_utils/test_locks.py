@@ -128,3 +128,38 @@ def test_a_pylock_package_without_hashed_wheels_is_refused(tmp_path):
 def test_a_requirements_lock_is_used_as_it_is(tmp_path):
     lock = write(tmp_path, LOCK)
     assert locks.export_lock(lock, tmp_path / "cache") == lock
+
+
+def test_a_uv_lock_exports_where_its_wheels_come_from(tmp_path):
+    """uv export with --emit-index-url --emit-find-links: the project's own find-links (or index) goes with the pins,
+    so the controller downloads from where the team's lock resolved."""
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "tinypkg-1.0-py3-none-any.whl").write_bytes(_tiny_wheel())
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.11"\ndependencies = ["tinypkg"]\n'
+        f'[tool.uv]\nno-index = true\nfind-links = ["{links}"]\npackage = false\n'
+    )
+    uv = locks.shutil.which("uv") or str(locks.Path(locks.sys.executable).with_name("uv"))
+    locks.subprocess.run([uv, "lock", "--quiet", "--project", str(project)], check=True)
+    exported = locks.export_lock(project / "uv.lock", tmp_path / "cache").read_text()
+    assert f"--find-links {links}" in exported and "tinypkg==1.0" in exported
+
+
+def _tiny_wheel():
+    import io
+    import zipfile
+
+    files = {
+        "tinypkg/__init__.py": "x = 1\n",
+        "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
+        "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "tinypkg-1.0.dist-info/RECORD": "",
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
