@@ -24,12 +24,17 @@ SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
 # faults, then the quick benchmark. The full scenarios run on 2.19; 2.21 gets sanity, unit tests and the smoke.
 QUIET_SCENARIOS := lab release service default
 TIMED := tools/timed.sh
-.PHONY: help venv images lock check-locks readmes lint lint-steps unit unit-steps playbooks checks quiet-scenarios deploy-and-smoke faults-and-bench molecule molecule-2.21 bench bench-quick leftovers test check stage-1 stage-2 scenario lab lab-down demo build clean
+.PHONY: help prereqs venv venv-2.19 images lock check-locks readmes lint lint-steps unit unit-steps playbooks checks quiet-scenarios deploy-and-smoke faults-and-bench molecule molecule-2.21 bench bench-quick leftovers test check stage-1 stage-2 scenario lab lab-down demo build clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+prereqs: ## Install the system packages the lab and the tests need (apt; run as root: sudo make prereqs)
+	tools/prereqs.sh install
 
 venv: $(VENV)/.synced $(VENV_2_21)/.synced ## Install the pinned, hash-checked toolchains into .venv (2.19) and .venv-2.21
+
+venv-2.19: $(VENV)/.synced ## Install the first toolchain only (ansible-core 2.19 on the system's Python 3.11): enough for the demo
 
 $(VENV)/.synced: requirements/uv.txt requirements/dev.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -38,7 +43,8 @@ $(VENV)/.synced: requirements/uv.txt requirements/dev.txt
 	touch $@
 
 $(VENV_2_21)/.synced: $(VENV)/.synced requirements/dev-2.21.txt
-	@test -n "$(PYTHON_3_13)" || { echo "venv: the 2.21 toolchain needs python3.13 (PATH or ~/.pyenv)"; exit 2; }
+	@test -n "$(PYTHON_3_13)" || { echo "venv: the 2.21 toolchain needs Python 3.13 (on PATH or under ~/.pyenv/versions):" \
+	  "pyenv install 3.13, or on Debian 13 apt install python3.13-venv; make demo needs only the first toolchain"; exit 2; }
 	test -x $(VENV_2_21)/bin/python || $(VENV)/bin/uv venv --quiet --python $(PYTHON_3_13) $(VENV_2_21)
 	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(VENV_2_21)/bin/python requirements/dev-2.21.txt
 	touch $@
@@ -116,6 +122,7 @@ check: venv images ## The inner loop (< 10 min): lint and sanity, unit tests (on
 	@python tools/timings.py --budget 10
 
 test: venv ## Everything CI runs, in two stages of two lines side by side; ends with where the time went
+	@tools/prereqs.sh check
 	rm -rf build/timings.tsv build/junit
 	status=0; \
 	$(TIMED) "stage 1" $(MAKE) --no-print-directory stage-1 && \
@@ -144,7 +151,8 @@ scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=conv
 	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }
 	molecule $(or $(CMD),test) -s $(NAME)
 
-lab: venv ## Start web1..web3 over SSH on loopback (safe to repeat)
+lab: venv-2.19 ## Start web1..web3 over SSH on loopback (safe to repeat)
+	@tools/prereqs.sh check
 	tools/lab.sh up
 
 lab-down: ## Remove the lab: containers, network, key
