@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ansible import constants as C
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import load_extra_vars
@@ -56,6 +56,9 @@ RUN_INPUTS = {
 }
 # Run inputs whose long name is not asgi_<name>.
 PREFIXED = {"on_failure": "rollout_on_failure"}
+# Operations that only read hosts: an on-call engineer runs them without the vault password, so a vaulted option
+# (a secret, a key) is left unread there, never an error.
+READ_ONLY = ("status", "logs", "report", "verify")
 # What a run does to hosts that only the person (or job) running it may say: never from a shared inventory.
 COMMAND_LINE_ONLY = ("force_unlock", "purge", "cmd")
 TRUE = ("1", "true", "yes", "on")
@@ -238,7 +241,7 @@ class ActionModule(ActionBase):
         current = task_vars.get("inventory_hostname")
         here = task_vars["hostvars"][current] if current else {}
 
-        def lookup(name):
+        def value_of(name):
             task_value = self._templar.template(task_vars[name]) if name in task_vars else None
             if host == current:
                 return task_value
@@ -251,6 +254,17 @@ class ActionModule(ActionBase):
             # Set in this task's host's inventory only: the other host has the default.
             return None if name in here else task_value
 
+        vaulted = []
+
+        def lookup(name):
+            try:
+                return value_of(name)
+            except AnsibleError as exc:
+                if "vault" not in str(exc).lower():
+                    raise
+                vaulted.append(name)
+                return None
+
         problems, found = opts.removed(lookup), {}
         for role, spec in specs.items():
             if role != "asgi":
@@ -261,6 +275,11 @@ class ActionModule(ActionBase):
             problems += [f"{msg} (role {role})" for msg in outcome.error_messages]
             found.update(opts.values(spec, lambda n, given=given: given.get(n)))
             found.update({k: v for k, v in outcome.validated_parameters.items() if k in given})
+        if vaulted and operation not in READ_ONLY:
+            problems.append(
+                "{} {} vaulted and this run has no vault password: give it (--ask-vault-pass, --vault-password-file "
+                "or --vault-id)".format(", ".join(sorted(set(vaulted))), "is" if len(set(vaulted)) == 1 else "are")
+            )
         if not problems:
             problems += opts.check(found, operation)
         return found, problems
