@@ -206,7 +206,9 @@ class ActionModule(ActionBase):
         result["settings"] = {host: opts.settings_digest(found, templates) for host, found in per_host.items()}
         if operation in ("deploy", "check"):
             try:
-                result["artifacts"] = self.artifacts(first, run, own_version=operation == "check")
+                result["artifacts"] = self.artifacts(
+                    first, run, own_version=operation == "check", base=task_vars.get("inventory_dir") or os.getcwd()
+                )
             except BadInput as problem:
                 result.update(failed=True, msg=f"{operation}: the app cannot be shipped", problems=[str(problem)])
                 return result
@@ -284,19 +286,27 @@ class ActionModule(ActionBase):
             problems += opts.check(found, operation)
         return found, problems
 
-    def artifacts(self, options, run, own_version=False):
-        source, wheel = options.get("asgi_app_source") or "", options.get("asgi_app_wheel") or ""
+    def artifacts(self, options, run, own_version=False, base=""):
+        """The release these options make. Relative paths from the inventory are the inventory's (``base``, its
+        directory), wherever ansible-playbook runs; paths given with -e are the command line's, as typed."""
+
+        def inventory_path(value):
+            return os.path.join(base, value) if value and base and not os.path.isabs(value) else value
+
+        source = inventory_path(options.get("asgi_app_source") or "")
+        wheel = inventory_path(options.get("asgi_app_wheel") or "")
         if run["app_wheel"]:
             source, wheel = "", run["app_wheel"]
         elif run["app_source"]:
             source, wheel = run["app_source"], ""
         if not options.get("asgi_lockfile"):
             raise BadInput("set asgi_lockfile (the app's hashed lock) in the inventory")
+        lockfile = inventory_path(options["asgi_lockfile"])
         build = options.get("asgi_build") or ""
         return identify(
             options["asgi_app"],
             None if own_version and not run["version"] else str(run["version"]),
-            Path(options["asgi_lockfile"]),
+            Path(lockfile),
             Path(TOOLS_LOCK),
             options.get("release_cache_dir") or "~/.cache/asgi.deploy",
             source=Path(source) if source else None,
