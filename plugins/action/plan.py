@@ -53,6 +53,7 @@ RUN_INPUTS = {
     "period": "week",
     "report": "",
     "maintenance": "",
+    "git_ref": "",
 }
 # Run inputs whose long name is not asgi_<name>.
 PREFIXED = {"on_failure": "rollout_on_failure"}
@@ -133,8 +134,10 @@ def command_line(operation, run):
     """Problems with what the command line says, as sentences."""
     problems = []
     version = str(run["version"] or "")
-    if operation == "deploy" and not VERSION.match(version):
-        problems.append(f"give -e asgi_version=V ([0-9A-Za-z.+_-], 64 characters at most), not {version!r}")
+    if operation == "deploy" and version and not VERSION.match(version):
+        problems.append(f"give -e asgi_version=V ([0-9A-Za-z.+_-], 64 characters at most) or auto, not {version!r}")
+    if run["git_ref"] and (run["app_wheel"] or not re.match(r"^[\w./@^~+-]{1,200}$", str(run["git_ref"]))):
+        problems.append("-e asgi_git_ref names a commit of the app's source (a tag, a branch, a sha), not with a wheel")
     if operation == "rollback" and version and not VERSION.match(version):
         problems.append(f"-e asgi_version={version!r} is not a release version")
     if run["strategy"] not in ("handover", "restart"):
@@ -206,9 +209,7 @@ class ActionModule(ActionBase):
         result["settings"] = {host: opts.settings_digest(found, templates) for host, found in per_host.items()}
         if operation in ("deploy", "check"):
             try:
-                result["artifacts"] = self.artifacts(
-                    first, run, own_version=operation == "check", base=task_vars.get("inventory_dir") or os.getcwd()
-                )
+                result["artifacts"] = self.artifacts(first, run, base=task_vars.get("inventory_dir") or os.getcwd())
             except BadInput as problem:
                 result.update(failed=True, msg=f"{operation}: the app cannot be shipped", problems=[str(problem)])
                 return result
@@ -286,7 +287,7 @@ class ActionModule(ActionBase):
             problems += opts.check(found, operation)
         return found, problems
 
-    def artifacts(self, options, run, own_version=False, base=""):
+    def artifacts(self, options, run, base=""):
         """The release these options make. Relative paths from the inventory are the inventory's (``base``, its
         directory), wherever ansible-playbook runs; paths given with -e are the command line's, as typed."""
 
@@ -303,9 +304,11 @@ class ActionModule(ActionBase):
             raise BadInput("set asgi_lockfile (the app's hashed lock) in the inventory")
         lockfile = inventory_path(options["asgi_lockfile"])
         build = options.get("asgi_build") or ""
+        # No version, or auto: the app's own (its metadata's; git's with hatch-vcs or setuptools-scm).
+        version = None if str(run["version"] or "auto") == "auto" else str(run["version"])
         return identify(
             options["asgi_app"],
-            None if own_version and not run["version"] else str(run["version"]),
+            version,
             Path(lockfile),
             Path(TOOLS_LOCK),
             options.get("release_cache_dir") or "~/.cache/asgi.deploy",
@@ -315,4 +318,5 @@ class ActionModule(ActionBase):
             worker_class=options.get("service_worker_class") or "uvicorn_worker.UvicornWorker",
             allow_dirty=run["allow_dirty"],
             build="" if build.startswith("tasks:") else build,
+            git_ref=str(run["git_ref"] or ""),
         )

@@ -22,6 +22,7 @@ import csv
 import fcntl
 import getpass
 import hashlib
+import io
 import json
 import os
 import re
@@ -128,7 +129,7 @@ def source_digest(source: Path) -> str:
     return digest.hexdigest()
 
 
-def build_app_wheel(source: Path, out: Path) -> Path:
+def build_app_wheel(source: Path, out: Path, build_env: dict | None = None) -> Path:
     """Build the app's wheel, or find the one built before from the same source."""
     if not (source / "pyproject.toml").is_file():
         raise BadInput(f"app source {source} has no pyproject.toml")
@@ -141,7 +142,7 @@ def build_app_wheel(source: Path, out: Path) -> Path:
         return built_before[0]
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "315532800")}
+        env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "315532800"), **(build_env or {})}
         result = subprocess.run(
             [uv, "build", "--wheel", "--quiet", "--out-dir", tmp, str(source)],
             capture_output=True,
@@ -379,7 +380,7 @@ def app_cache(cache_dir: str | Path, app_name: str) -> Path:
     return Path(cache_dir).expanduser().resolve() / canonicalize_name(app_name)
 
 
-def app_wheel(cache: Path, version: str, source: Path | None, wheel: Path | None) -> Path:
+def app_wheel(cache: Path, version: str, source: Path | None, wheel: Path | None, build_env=None) -> Path:
     """The app wheel given, or the one built from the source (reused by content), verified."""
     if wheel:
         wheel = Path(wheel)
@@ -387,7 +388,7 @@ def app_wheel(cache: Path, version: str, source: Path | None, wheel: Path | None
             raise BadInput(f"app wheel {wheel} does not exist")
         wheel = wheel.resolve()
     else:
-        wheel = build_app_wheel(Path(source).resolve(), cache / "dist" / version)
+        wheel = build_app_wheel(Path(source).resolve(), cache / "dist" / version, build_env)
     verify_wheel(wheel)
     return wheel
 
@@ -415,10 +416,60 @@ def source_state(source, wheel, allow_dirty):
     return git
 
 
-def own_version(cache, source, wheel):
-    """The version the app's wheel says it is."""
+def own_version(cache, source, wheel, build_env=None):
+    """The version the app's wheel says it is (its metadata: pyproject.toml's, or git's with hatch-vcs or
+    setuptools-scm)."""
     with locked(cache):
-        return wheel_metadata(app_wheel(cache, "unversioned", source, wheel))[1]
+        return wheel_metadata(app_wheel(cache, "unversioned", source, wheel, build_env))[1]
+
+
+def scm_version(described: str) -> str:
+    """The version setuptools-scm (and hatch-vcs) gives a commit, from ``git describe --tags --long``: the tag's on
+    it, else the next patch version's development release (guess-next-dev): v1.4.0-3-gabc1234 -> 1.4.1.dev3+gabc1234.
+    '' when the tag is not a version."""
+    found = re.match(r"^v?(\d+(?:\.\d+)*)-(\d+)-g([0-9a-f]+)$", described)
+    if not found:
+        return ""
+    tag, distance, sha = found.groups()
+    if distance == "0":
+        return tag
+    parts = tag.split(".")
+    parts[-1] = str(int(parts[-1]) + 1)
+    return f"{'.'.join(parts)}.dev{distance}+g{sha}"
+
+
+def checkout_ref(source: Path, ref: str, cache: Path) -> tuple[Path, dict, dict]:
+    """A clean tree of the app source at git ``ref`` (``git archive``: nothing uncommitted, nothing ignored), kept by
+    commit: (directory, git facts, build environment). An app whose version comes from git (hatch-vcs,
+    setuptools-scm) builds with the version the checkout would have (SETUPTOOLS_SCM_PRETEND_VERSION)."""
+
+    def git(*args, text=True):
+        done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=text, check=False)
+        return done.returncode, done.stdout.strip() if text else done.stdout
+
+    rc, sha = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if rc != 0:
+        raise BadInput(
+            f"-e asgi_git_ref={ref}: no such commit in {source} (a tag, a branch or a sha; git fetch first?)"
+        )
+    prefix = git("rev-parse", "--show-prefix")[1]
+    home = cache / "git" / f"{sha[:16]}-{sha256_text(prefix)[:8]}"
+    if not (home / "pyproject.toml").is_file():
+        top = git("rev-parse", "--show-toplevel")[1]
+        rc, archive = git("-C", top, "archive", "--format=tar", f"{sha}:{prefix}" if prefix else sha, text=False)
+        if rc != 0:
+            raise BadInput(f"-e asgi_git_ref={ref}: git archive of {source} failed")
+        home.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=home.parent))
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(staging, filter="data")
+        shutil.rmtree(home, ignore_errors=True)
+        staging.rename(home)
+    described = git("describe", "--tags", "--long", "--always", sha)[1]
+    facts = {"git_sha": sha, "git_describe": described, "dirty": False,
+             "commit_time": git("show", "-s", "--format=%cI", sha)[1]}  # fmt: skip
+    version = scm_version(described)
+    return home, facts, ({"SETUPTOOLS_SCM_PRETEND_VERSION": version} if version else {})
 
 
 def check_wheel_version(version, dist_name, app_version):
@@ -441,20 +492,28 @@ def identify(
     worker_class: str = "uvicorn_worker.UvicornWorker",
     allow_dirty: bool = False,
     build: str = "",
+    git_ref: str = "",
 ) -> dict:
     """The release these inputs make, building the app wheel when needed. Everything a host would refuse
-    later is refused here, before any host changes."""
-    if version is None:  # the app's own version (the CI gate deploys nothing, it checks what the app is)
-        version = own_version(app_cache(cache_dir, app_name), source, wheel)
+    later is refused here, before any host changes. ``version`` None is the app's own (its metadata's); with
+    ``git_ref``, the source is a clean tree of that commit."""
+    build_env = {}
+    if git_ref:
+        if not source:
+            raise BadInput("-e asgi_git_ref needs the app's source (asgi_app_source, a git checkout), not a wheel")
+        source, git, build_env = checkout_ref(Path(source).resolve(), git_ref, app_cache(cache_dir, app_name))
+    if version is None:  # the app's own version: its metadata's, or git's through hatch-vcs or setuptools-scm
+        version = own_version(app_cache(cache_dir, app_name), source, wheel, build_env)
     if not re.match(VERSION_PATTERN, version):
         raise BadInput(f"version {version!r} is not a valid release version ([0-9A-Za-z.+_-], 64 max)")
-    git = source_state(source, wheel, allow_dirty)
+    if not git_ref:
+        git = source_state(source, wheel, allow_dirty)
     cache = app_cache(cache_dir, app_name)
     given_lock, lockfile = Path(lockfile), export_lock(Path(lockfile), cache)
     check_server_stack(read_lock(lockfile)["pins"], worker_class, given_lock)
     tools, lock_sha = read_lock(Path(tools_lockfile))["pins"], sha256_file(lockfile)
     with locked(cache):
-        wheel = app_wheel(cache, version, source, wheel)
+        wheel = app_wheel(cache, version, source, wheel, build_env)
         wheel_sha = sha256_file(wheel)
         dist_name, app_version = wheel_metadata(wheel)
         check_wheel_version(version, dist_name, app_version)

@@ -50,14 +50,18 @@ def good_run(**overrides):
 
 def test_a_good_command_line_has_no_problem():
     assert plan.command_line("deploy", good_run()) == []
+    assert plan.command_line("deploy", good_run(version="")) == []  # the app's own version
+    assert plan.command_line("deploy", good_run(version="auto", git_ref="v1.4.0")) == []
     assert plan.command_line("rollback", good_run(version="")) == []
 
 
 @pytest.mark.parametrize(
     ("operation", "overrides", "said"),
     [
-        ("deploy", {"version": ""}, "give -e asgi_version=V"),
+        ("deploy", {"version": "../1.4"}, "give -e asgi_version=V"),
         ("deploy", {"version": "1.4 beta"}, "not '1.4 beta'"),
+        ("deploy", {"git_ref": "v1; rm -rf /"}, "-e asgi_git_ref names a commit"),
+        ("maintenance", {"maintenance": "maybe"}, "give -e asgi_maintenance=on (or off)"),
         ("rollback", {"version": "../x"}, "is not a release version"),
         ("deploy", {"strategy": "blue-green"}, "must be handover or restart"),
         ("deploy", {"serial": "0"}, "-e asgi_serial must be a number"),

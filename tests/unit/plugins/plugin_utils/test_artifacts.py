@@ -303,3 +303,44 @@ def test_a_pylocks_wheels_come_from_the_urls_it_records_hash_checked(tmp_path, m
             ba.build_wheelhouse(pylock("0" * 64), [], target, tmp_path / "cache", "lock2")
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("described", "version"),
+    [("v1.4.0-0-gabc1234", "1.4.0"), ("1.4.0-3-gabc1234", "1.4.1.dev3+gabc1234"),
+     ("2.0-12-gdeadbee", "2.1.dev12+gdeadbee"), ("release-x-1-gabc1234", ""), ("abc1234", "")],
+)  # fmt: skip
+def test_a_commits_version_is_the_one_setuptools_scm_would_give_it(described, version):
+    assert ba.scm_version(described) == version
+
+
+def test_a_git_ref_deploys_a_clean_tree_of_that_commit_with_its_own_version(tmp_path):
+    """-e asgi_git_ref: the release is built from `git archive` of the commit (an uncommitted change is not in it),
+    and with asgi_version=auto the version is the app's own at that commit."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    source = repo / "services/shop"  # the app in a subdirectory of its repository, as monorepos have it
+    source.mkdir(parents=True)
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)  # fmt: skip
+
+    git("init", "-q")
+    (source / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "1.0.0"\n')
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    git("tag", "v1.0.0")
+    (source / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "1.1.0"\n')
+    git("commit", "-qam", "two")
+    (source / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "9.9.9"\n')  # not committed
+    tree, facts, env = ba.checkout_ref(source, "v1.0.0", tmp_path / "cache")
+    assert (tree / "pyproject.toml").read_text().endswith('version = "1.0.0"\n') and not (tree / "services").exists()
+    assert facts["git_describe"] == "v1.0.0-0-g" + facts["git_sha"][:7] and facts["dirty"] is False
+    assert env == {"SETUPTOOLS_SCM_PRETEND_VERSION": "1.0.0"}
+    tree, facts, env = ba.checkout_ref(source, "HEAD", tmp_path / "cache")
+    assert 'version = "1.1.0"' in (tree / "pyproject.toml").read_text()  # the commit, never the working tree
+    assert env["SETUPTOOLS_SCM_PRETEND_VERSION"].startswith("1.0.1.dev1+g")
+    with pytest.raises(ba.BadInput, match="no such commit"):
+        ba.checkout_ref(source, "v7", tmp_path / "cache")
