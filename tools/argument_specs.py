@@ -73,6 +73,33 @@ def check_role(role: Path) -> list[str]:
     return problems
 
 
+def entry_point_problems(role: Path) -> list[str]:
+    """Every entry point but ``main`` (and the asgi role's ``options``) has its tasks file, and every
+    ``tasks_from`` of a playbook names an entry point of its role: the specs say what exists."""
+    specs = _load(role / "meta" / "argument_specs.yml").get("argument_specs", {})
+    problems = [f"{role.name}: entry point `{point}` has no tasks/{point}.yml" for point in specs
+                if point not in ("main", "options") and not (role / "tasks" / f"{point}.yml").exists()]  # fmt: skip
+    playbooks = role.parent.parent / "playbooks"
+    for book in sorted(playbooks.glob("*.yml")) if playbooks.is_dir() else []:
+        for play in yaml.safe_load(book.read_text()) or []:
+            for task in play.get("tasks", []):
+                imported = task.get("ansible.builtin.import_role") or task.get("ansible.builtin.include_role") or {}
+                point = imported.get("tasks_from") if imported.get("name") == f"asgi.deploy.{role.name}" else None
+                if point and point not in specs:
+                    problems.append(f"{book.name}: tasks_from {point} is no entry point of {role.name}")
+    return problems
+
+
+def _md(text: str) -> str:
+    """Ansible's markup (O(), C(), M(), V(), RV()) as Markdown, as antsibull-docs renders it."""
+    try:
+        from antsibull_docs_parser.md import to_md
+        from antsibull_docs_parser.parser import Context, parse
+    except ImportError:  # the toolchain has it; a bare checkout still gets text
+        return text
+    return to_md(parse(text, Context()))
+
+
 def _cell(value) -> str:
     text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
     text = text.removesuffix("\n...").strip()
@@ -87,13 +114,13 @@ def render_readme(role: Path) -> str:
         "",
         README_MARK,
         "",
-        main.get("short_description", "").strip(),
+        _md(main.get("short_description", "").strip()),
         "",
     ]
     description = main.get("description") or []
     if isinstance(description, str):
         description = [description]
-    lines += [*(d.strip() for d in description), ""] if description else []
+    lines += [line for d in description for line in (_md(d.strip()), "")]
     lines += [
         "## Options",
         "",
@@ -106,7 +133,7 @@ def render_readme(role: Path) -> str:
         choices = ", ".join(f"`{_cell(c)}`" for c in opt.get("choices", []))
         desc = opt.get("description", "")
         desc = " ".join(desc) if isinstance(desc, list) else desc
-        lines.append(f"| `{key}` | {opt.get('type', '')} | {default} | {choices} | {_cell(desc.strip())} |")
+        lines.append(f"| `{key}` | {opt.get('type', '')} | {default} | {choices} | {_cell(_md(desc.strip()))} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -126,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     for role in roles:
         if args.command == "check":
-            problems += check_role(role)
+            problems += check_role(role) + entry_point_problems(role)
             continue
         readme = role / "README.md"
         text = render_readme(role)

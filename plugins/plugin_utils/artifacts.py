@@ -480,6 +480,23 @@ def check_wheel_version(version, dist_name, app_version):
         )
 
 
+def resolve_source(cache, source, wheel, version, git_ref, allow_dirty):
+    """(source, version, git facts, build environment): with ``git_ref``, a clean tree of that commit; with
+    ``version`` None, the app's own (its metadata's, or git's through hatch-vcs or setuptools-scm)."""
+    build_env = {}
+    if git_ref:
+        if not source:
+            raise BadInput("-e asgi_git_ref needs the app's source (asgi_app_source, a git checkout), not a wheel")
+        source, git, build_env = checkout_ref(Path(source).resolve(), git_ref, cache)
+    if version is None:
+        version = own_version(cache, source, wheel, build_env)
+    if not re.match(VERSION_PATTERN, version):
+        raise BadInput(f"version {version!r} is not a valid release version ([0-9A-Za-z.+_-], 64 max)")
+    if not git_ref:
+        git = source_state(source, wheel, allow_dirty)
+    return source, version, git, build_env
+
+
 def identify(
     app_name: str,
     version: str,
@@ -497,17 +514,9 @@ def identify(
     """The release these inputs make, building the app wheel when needed. Everything a host would refuse
     later is refused here, before any host changes. ``version`` None is the app's own (its metadata's); with
     ``git_ref``, the source is a clean tree of that commit."""
-    build_env = {}
-    if git_ref:
-        if not source:
-            raise BadInput("-e asgi_git_ref needs the app's source (asgi_app_source, a git checkout), not a wheel")
-        source, git, build_env = checkout_ref(Path(source).resolve(), git_ref, app_cache(cache_dir, app_name))
-    if version is None:  # the app's own version: its metadata's, or git's through hatch-vcs or setuptools-scm
-        version = own_version(app_cache(cache_dir, app_name), source, wheel, build_env)
-    if not re.match(VERSION_PATTERN, version):
-        raise BadInput(f"version {version!r} is not a valid release version ([0-9A-Za-z.+_-], 64 max)")
-    if not git_ref:
-        git = source_state(source, wheel, allow_dirty)
+    source, version, git, build_env = resolve_source(
+        app_cache(cache_dir, app_name), source, wheel, version, git_ref, allow_dirty
+    )
     cache = app_cache(cache_dir, app_name)
     given_lock, lockfile = Path(lockfile), export_lock(Path(lockfile), cache)
     check_server_stack(read_lock(lockfile)["pins"], worker_class, given_lock)

@@ -85,5 +85,29 @@ def test_readme_is_generated_from_specs_and_checked(tmp_path):
     assert argument_specs.main(["readme", "--check", str(tmp_path)]) == 1
     assert argument_specs.main(["readme", str(tmp_path)]) == 0
     readme = (role / "README.md").read_text()
-    assert "| `web_port` | str | `8000` | `8000`, `9000` | What it does. |" in readme
+    assert "| `web_port` | str | `8000` | `8000`, `9000` | What it does\\. |" in readme
     assert argument_specs.main(["readme", "--check", str(tmp_path)]) == 0
+
+
+def test_an_entry_point_without_its_tasks_file_and_a_playbook_naming_none_are_refused(tmp_path):
+    import yaml
+
+    role = tmp_path / "roles/web"
+    (role / "meta").mkdir(parents=True)
+    (role / "tasks").mkdir()
+    (role / "tasks/main.yml").write_text("---\n[]\n")
+    specs = {"argument_specs": {"main": {"options": {}}, "finish": {"options": {}}}}
+    (role / "meta/argument_specs.yml").write_text(yaml.safe_dump(specs))
+    (tmp_path / "playbooks").mkdir()
+    play = [
+        {"hosts": "all", "tasks": [{"ansible.builtin.import_role": {"name": "asgi.deploy.web", "tasks_from": "go"}}]}
+    ]
+    (tmp_path / "playbooks/go.yml").write_text(yaml.safe_dump(play))
+    assert argument_specs.entry_point_problems(role) == [
+        "web: entry point `finish` has no tasks/finish.yml",
+        "go.yml: tasks_from go is no entry point of web",
+    ]
+
+
+def test_ansible_markup_in_a_spec_is_rendered_not_left_raw():
+    assert "O(" not in argument_specs._md("Set O(web_port) and C(x)") and "<code>x</code>" in argument_specs._md("C(x)")
