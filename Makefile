@@ -20,11 +20,12 @@ SCENARIOS := $(sort $(patsubst extensions/molecule/%/molecule.yml,%,$(wildcard e
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
 # `make test` is two stages of two lines side by side (alone, a line keeps two cores about two-thirds busy: much of a
 # deploy is waiting on gates, hooks and drains). Stage 1: the checks that need no container | the scenarios without
-# load and the smoke scenario. Stage 2: the deploy scenario, then the smoke scenario on ansible-core 2.21 | the
-# faults, then the quick benchmark. The full scenarios run on 2.19; 2.21 gets sanity, unit tests and the smoke.
-QUIET_SCENARIOS := lab release service default
+# load, then the docs test (every runnable command block of the docs, against the lab). Stage 2: the deploy scenario,
+# then the smoke scenario on ansible-core 2.21 | the faults, then the quick benchmark. The full scenarios run on
+# 2.19; 2.21 gets sanity, unit tests and the smoke.
+QUIET_SCENARIOS := lab release service
 TIMED := tools/timed.sh
-.PHONY: help prereqs venv venv-2.19 images lock check-locks readmes lint lint-steps unit unit-steps playbooks checks quiet-scenarios deploy-and-smoke faults-and-bench molecule molecule-2.21 bench bench-quick leftovers test check stage-1 stage-2 scenario lab lab-down demo build clean
+.PHONY: help prereqs venv venv-2.19 images lock check-locks readmes lint lint-steps unit unit-steps playbooks checks quiet-scenarios deploy-and-smoke faults-and-bench molecule molecule-2.21 docs-test bench bench-quick leftovers test check stage-1 stage-2 scenario lab lab-down demo build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -71,6 +72,7 @@ lint-steps:
 	ruff format --check .
 	python tools/argument_specs.py check roles
 	python tools/argument_specs.py readme --check roles
+	python tools/docs.py check
 	tools/locks.sh check
 	tools/ansible-test.sh sanity
 
@@ -138,6 +140,10 @@ stage-2: venv images
 
 quiet-scenarios: venv images
 	$(MAKE) --no-print-directory molecule RUN="$(QUIET_SCENARIOS)"
+	$(MAKE) --no-print-directory docs-test
+
+docs-test: venv images ## The docs are tests: every command block of README.md and docs/ that can run, run as written against the lab
+	$(TIMED) "$(STAGE)docs-test" python tools/docs.py run
 
 deploy-and-smoke: venv images ## The deploy scenario (2.19), then the smoke scenario on 2.21
 	$(MAKE) --no-print-directory molecule RUN=deploy
