@@ -50,13 +50,13 @@ def read(tarball, name):
         return tar.extractfile(name).read().decode()
 
 
-def test_the_tarball_is_release_0_2_0_with_the_galaxy_readme(built):
-    assert built.name == "asgi-deploy-0.2.0.tar.gz"
+def test_the_tarball_is_release_0_3_0_with_the_galaxy_readme(built):
+    assert built.name == "asgi-deploy-0.3.0.tar.gz"
     manifest = json.loads(read(built, "MANIFEST.json"))["collection_info"]
-    assert manifest["version"] == "0.2.0"
+    assert manifest["version"] == "0.3.0"
     assert manifest["readme"] == "docs/README.md"
     assert all(manifest[key].startswith("https://") for key in ("repository", "documentation", "issues"))
-    assert "0.2.0" in read(built, "CHANGELOG.rst")
+    assert "0.3.0" in read(built, "CHANGELOG.rst")
 
 
 def test_every_link_of_the_readme_resolves_inside_the_tarball(built):
