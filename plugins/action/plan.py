@@ -57,9 +57,9 @@ RUN_INPUTS = {
 }
 # Run inputs whose long name is not asgi_<name>.
 PREFIXED = {"on_failure": "rollout_on_failure"}
-# Operations that only read hosts: an on-call engineer runs them without the vault password, so a vaulted option
-# (a secret, a key) is left unread there, never an error.
-READ_ONLY = ("status", "logs", "report", "verify")
+# Operations that never hand a host a secret (they read hosts, or run what a host already has): an on-call engineer
+# runs them without the vault password, so a vaulted option (a secret, a key) is left unread there, never an error.
+WITHOUT_SECRETS = ("status", "logs", "report", "verify", "exec", "remove", "rollback", "maintenance")
 # What a run does to hosts that only the person (or job) running it may say: never from a shared inventory.
 COMMAND_LINE_ONLY = ("force_unlock", "purge", "cmd")
 TRUE = ("1", "true", "yes", "on")
@@ -79,8 +79,8 @@ def inventory_problems(task_vars, cli):
     if raw:
         problems.append(
             f"the command line has -e text that is not key=value ({raw!r}): ansible-playbook splits -e key=value at "
-            "spaces. Give lists without spaces (-e asgi_serial=1,25%,100%) or as JSON "
-            '(-e \'{"asgi_serial": [1, "25%", "100%"]}\')'
+            "spaces. Quote a value with spaces inside the -e (-e 'asgi_cmd=\"python -m app.task --dry-run\"'), give "
+            'lists without spaces (-e asgi_serial=1,25%,100%), or JSON (-e \'{"asgi_serial": [1, "25%", "100%"]}\')'
         )
     return problems
 
@@ -278,7 +278,7 @@ class ActionModule(ActionBase):
             problems += [f"{msg} (role {role})" for msg in outcome.error_messages]
             found.update(opts.values(spec, lambda n, given=given: given.get(n)))
             found.update({k: v for k, v in outcome.validated_parameters.items() if k in given})
-        if vaulted and operation not in READ_ONLY:
+        if vaulted and operation not in WITHOUT_SECRETS:
             problems.append(
                 "{} {} vaulted and this run has no vault password: give it (--ask-vault-pass, --vault-password-file "
                 "or --vault-id)".format(", ".join(sorted(set(vaulted))), "is" if len(set(vaulted)) == 1 else "are")

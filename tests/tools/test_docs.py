@@ -22,6 +22,6 @@ def test_an_unmarked_shell_block_and_a_skip_without_a_reason_are_named(tmp_path,
 
 def test_substitutions_are_the_same_for_every_block():
     text = "git -C /src/billing checkout v1\nansible-playbook x --ask-vault-pass\n"
-    assert docs.substitute(text, "/tmp/s") == (
-        "git -C /tmp/s/src/billing checkout v1\nansible-playbook x --vault-password-file /tmp/s/vault-password\n"
+    assert docs.substitute(text, "/sandbox") == (
+        "git -C /sandbox/src/billing checkout v1\nansible-playbook x --vault-password-file /sandbox/vault-password\n"
     )
