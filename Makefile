@@ -18,14 +18,14 @@ export LAB_IMAGE_POSTGRESQL := $(shell images/build.sh --print-tag debian12-post
 SCENARIOS := $(sort $(patsubst extensions/molecule/%/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml)))
 # Scenarios `make test` runs first: the platform before anything built on it.
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
-# `make test` is two stages of two lines side by side (alone, a line keeps two cores about two-thirds busy: much of a
-# deploy is waiting on gates, hooks and drains). Stage 1: the checks that need no container | the scenarios without
-# load, then the docs test (every runnable command block of the docs, against the lab). Stage 2: the deploy scenario,
-# then the smoke scenario on ansible-core 2.21 | the faults, then the quick benchmark. The full scenarios run on
-# 2.19; 2.21 gets sanity, unit tests and the smoke.
+# `make test` is three lines side by side, each a list of jobs, the longest job (faults) alone on its line: alone, a
+# scenario keeps two cores about two-thirds busy (much of a deploy is waiting on gates, hooks and drains), so three
+# lines fill the two cores. Line 1: the faults scenario. Line 2: the deploy scenario, then the smoke scenario on
+# ansible-core 2.21. Line 3: lint, unit and playbooks, the scenarios without load, the docs test, the quick benchmark.
+# The full scenarios run on 2.19; 2.21 gets sanity, unit tests and the smoke.
 QUIET_SCENARIOS := lab release service
 TIMED := tools/timed.sh
-.PHONY: help prereqs venv venv-2.19 images lock check-locks readmes lint lint-steps unit unit-steps playbooks checks quiet-scenarios deploy-and-smoke faults-and-bench molecule molecule-2.21 docs-test bench bench-quick leftovers test check stage-1 stage-2 scenario lab lab-down demo build clean
+.PHONY: help prereqs venv venv-2.19 images lock check-locks readmes lint lint-steps unit unit-steps playbooks checks line-faults line-deploy line-checks molecule molecule-2.21 docs-test bench bench-quick leftovers test check scenario lab lab-down demo build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -123,35 +123,26 @@ check: venv images ## The inner loop (< 10 min): lint and sanity, unit tests (on
 	$(MAKE) --no-print-directory molecule RUN=default STAGE="check / "
 	@python tools/timings.py --budget 10
 
-test: venv ## Everything CI runs, in two stages of two lines side by side; ends with where the time went
+test: venv ## Everything CI runs, in three lines side by side; ends with where the time went
 	@tools/prereqs.sh check
 	rm -rf build/timings.tsv build/junit
 	status=0; \
-	$(TIMED) "stage 1" $(MAKE) --no-print-directory stage-1 && \
-	$(TIMED) "stage 2" $(MAKE) --no-print-directory stage-2 && \
+	$(TIMED) "all lines" $(MAKE) --no-print-directory -j3 --output-sync=recurse line-faults line-deploy line-checks && \
 	$(TIMED) "leftovers" tools/leftovers.sh || status=$$?; \
 	python tools/timings.py --budget 40; exit $$status
 
-stage-1: venv images
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks quiet-scenarios STAGE="stage 1 / "
+line-faults: venv images ## CI line 1: the faults scenario (the longest job)
+	$(MAKE) --no-print-directory molecule RUN=faults STAGE="faults line / "
 
-stage-2: venv images
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse deploy-and-smoke faults-and-bench STAGE="stage 2 / "
+line-deploy: venv images ## CI line 2: the deploy scenario, then the smoke scenario on ansible-core 2.21
+	$(MAKE) --no-print-directory molecule RUN=deploy STAGE="deploy line / "
+	$(MAKE) --no-print-directory molecule-2.21 STAGE="deploy line / "
 
-quiet-scenarios: venv images
-	$(MAKE) --no-print-directory molecule RUN="$(QUIET_SCENARIOS)"
-	$(MAKE) --no-print-directory docs-test
-
-docs-test: venv images ## The docs are tests: every command block of README.md and docs/ that can run, run as written against the lab
-	$(TIMED) "$(STAGE)docs-test" python tools/docs.py run
-
-deploy-and-smoke: venv images ## The deploy scenario (2.19), then the smoke scenario on 2.21
-	$(MAKE) --no-print-directory molecule RUN=deploy
-	$(MAKE) --no-print-directory molecule-2.21
-
-faults-and-bench: venv images ## The faults scenario, then the quick benchmark
-	$(MAKE) --no-print-directory molecule RUN=faults
-	$(TIMED) "$(STAGE)bench-quick" $(MAKE) --no-print-directory bench-quick
+line-checks: venv images ## CI line 3: lint, unit, playbooks; the quiet scenarios; the docs test; the quick benchmark
+	$(MAKE) --no-print-directory checks STAGE="checks line / "
+	$(MAKE) --no-print-directory molecule RUN="$(QUIET_SCENARIOS)" STAGE="checks line / "
+	$(MAKE) --no-print-directory docs-test STAGE="checks line / "
+	$(TIMED) "checks line / bench-quick" $(MAKE) --no-print-directory bench-quick
 
 scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
 	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Where `make test` spent its time: each stage's, line's and scenario's wall time, and the slowest tests.
+"""Where `make test` spent its time: each line's and job's wall time, and the slowest tests.
 
     python tools/timings.py [--budget MIN] [build/timings.tsv] [build/junit]
 
 Reads what tools/timed.sh recorded (NAME, start, end, exit status per line) and the JUnit XML files every pytest
 run of `make test` writes, and prints a table, so every CI log shows the budget and who spends it. Names are
-"stage N", "stage N / line", "stage N / line / step": each is indented under its parent.
+"line", "line / job", ...: each is indented under its parent.
 """
 
 from __future__ import annotations
