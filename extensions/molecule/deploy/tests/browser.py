@@ -88,7 +88,8 @@ class Browser:
 
     def load(self, url, html=None):
         """Load ``url`` (with ``html`` as its document, when given) until the load event: ``{status, responses,
-        failed}`` - the document's status, every response's (url, status) and every failed request's url."""
+        failed}`` - the document's status, every response's (url, status, type) and every failed request's (type,
+        error)."""
         self.events = []
         self._html = html
         if html is not None:
@@ -106,7 +107,8 @@ class Browser:
             self._html = None
         responses = [(e["params"]["response"]["url"], e["params"]["response"]["status"], e["params"]["type"])
                      for e in self.events if e.get("method") == "Network.responseReceived"]  # fmt: skip
-        failed = [e["params"].get("errorText", "") for e in self.events if e.get("method") == "Network.loadingFailed"]
+        failed = [(e["params"].get("type", ""), e["params"].get("errorText", "")) for e in self.events
+                  if e.get("method") == "Network.loadingFailed"]  # fmt: skip
         document = next((status for _url, status, kind in responses if kind == "Document"), None)
         return {"status": document, "responses": responses, "failed": failed}
 
