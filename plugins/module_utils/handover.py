@@ -241,29 +241,17 @@ class Handover:
         self.bridge()
         self.do(SWITCH, self.switch)
         self.do(START, self.start_first)
-        self.do(GATE, self.gate_idle)
-        self.do(OPEN, self.open_idle)
-        self.check_front_door()
+        self.gate_and_open()
 
     def switch_handover(self):
         self.do(WAIT_DRAIN, self.wait_drained, self.idle)
-        self.do(PREPARE, self.prepare_idle)
-        self.bridge()
-        self.do(START, self.start_weighted, self.app.units[self.idle])
-        self.do(GATE, self.gate_idle)
-        self.do(OPEN, self.open_idle)
-        self.check_front_door()
+        self.prepare_and_start()
         self.do(SWITCH, self.switch)
         # The old slot stops accepting at once and drains on its own: the run does not wait for it.
         self.do(DRAIN, self.systemd.stop_no_block, self.app.units[self.live])
 
     def switch_upgrade(self):
-        self.do(PREPARE, self.prepare_idle)
-        self.bridge()
-        self.do(START, self.start_weighted, self.app.units[self.idle])
-        self.do(GATE, self.gate_idle)
-        self.do(OPEN, self.open_idle)
-        self.check_front_door()
+        self.prepare_and_start()
         # The old units go before the link that replaces <app>.service's own file is made (once, on the path).
         self.do(RETIRE, self.retire_legacy)
         self.do(SWITCH, self.switch)
@@ -273,6 +261,17 @@ class Handover:
         self.bridge()
         self.do(SWITCH, self.switch)
         self.do(RESTART, self.start_weighted, self.app.units[self.idle])
+        self.gate_and_open()
+
+    def prepare_and_start(self):
+        """The idle slot on the new release and settings, its static files bridged, started held, gated, opened."""
+        self.do(PREPARE, self.prepare_idle)
+        self.bridge()
+        self.do(START, self.start_weighted, self.app.units[self.idle])
+        self.gate_and_open()
+
+    def gate_and_open(self):
+        """Gated on its probe socket, then opened to clients, then (with a front door) through nginx."""
         self.do(GATE, self.gate_idle)
         self.do(OPEN, self.open_idle)
         self.check_front_door()
