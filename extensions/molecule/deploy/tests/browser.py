@@ -86,7 +86,17 @@ class Browser:
 
     _html = None
 
-    def load(self, url, html=None):
+    def load(self, url, html=None, attempts=3):
+        """``load_once``, again when the machine's network changed under the browser (ERR_NETWORK_CHANGED: another
+        job adding or removing a container's interface on a shared CI machine aborts the requests in flight): a
+        client-side abort, not a server's answer. Any other failure is the result."""
+        for _ in range(attempts):
+            found = self.load_once(url, html)
+            if not any(error == "net::ERR_NETWORK_CHANGED" for _kind, error in found["failed"]):
+                return found
+        return found
+
+    def load_once(self, url, html=None):
         """Load ``url`` (with ``html`` as its document, when given) until the load event: ``{status, responses,
         failed}`` - the document's status, every response's (url, status, type) and every failed request's (type,
         error)."""
