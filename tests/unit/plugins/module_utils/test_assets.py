@@ -47,7 +47,7 @@ def test_the_new_release_files_win_and_old_hashed_files_stay_under_their_names(a
 def test_a_failed_handover_puts_the_previous_files_back_and_removes_what_it_made(app):
     with_static(app, OLD, {"a.css": "old"})
     with_static(app, NEW, {"a.css": "new"}, "2026-11-02T00:00:00Z")
-    first, _ = bridge(app, OLD, STATIC)
+    first = bridge(app, OLD, STATIC)[0]
     made, before = bridge(app, NEW, STATIC)
     assert before == first and served(app) == {"a.css": "new"}
     unbridge(app, made, before)
