@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs/benchmarks.md"
 IMG = ROOT / "docs/img"
 LABELS = {
-    "handover": "handover (second instance on the shared socket)",
+    "handover": "handover (the idle slot on the shared socket)",
     "restart": "restart (socket-activated restart)",
     "hup": "HUP (Gunicorn replaces its workers in place)",
     "plain": "plain restart without socket activation (the floor)",
@@ -61,29 +61,39 @@ WHY_MISSED = {
         "of every host and identifies the release (hashing the app source and the lock) on the controller."
     ),
     "new-version deploy / empty playbook": (
-        "With the default `serial: 1` the hosts are handed over one after the other, and each handover starts two "
-        "Gunicorns that import the app (next, then main) on two cores shared with the controller, the load and "
-        "the other hosts' containers. The handover module times each step in the audit log (`steps`)."
+        "With the default `serial: 1` the hosts are handed over one after the other: each builds a venv, then starts "
+        "the new release once in its idle slot, gates it and opens it (Gunicorn replaces the held workers), on two "
+        "cores shared with the controller, the load and the other hosts' containers. The handover module times each "
+        "step in the audit log (`steps`)."
     ),
     "rollback / empty playbook": (
-        "The run reads every host, locks the first host alone and then the others (so that of two runs only one "
-        "goes on), then hands the hosts over at once: two Gunicorn starts per host on two shared cores."
+        "A rollback reads every host, locks the ones to change, then hands them over at once: one Gunicorn start, a "
+        "gate and an opening per host, all on the two shared cores."
     ),
     "deploy of": (
         "Hosts of one batch build and hand over in parallel, but here every host is a container on the same two "
-        "cores, and the controller's own CPU per host (about 0.2 s per task) grows with the hosts too: nine hosts "
-        "build nine venvs and start eighteen Gunicorns on two cores. On real hosts each brings its own cores and "
-        "only the controller's share grows."
+        "cores, and the controller's own CPU grows with the hosts too: nine hosts build nine venvs and start nine "
+        "Gunicorns on two cores. On real hosts each brings its own cores and only the controller's share grows."
     ),
     "tasks per host": (
         "Each task is a controller round trip; see the deploy speed table for the tasks each run makes. The "
         "run-once steps (the plan, the fleet's summary) count on one host only, so the mean moves with the fleet's "
-        "size (a no-change run: 4.3 tasks a host on 3 hosts, 3.4 on 9)."
+        "size."
     ),
     "controller CPU per host": (
-        "It is Ansible's own cost of each task on each host (about 0.12 s a task here, for 12.7 tasks a host, "
-        "under the 0.2-0.5 s this machine's Ansible usually spends) plus shipping the app wheel; the nine hosts "
-        "share the controller's two cores. Fewer tasks per host would lower it, not lighter ones."
+        "It is Ansible's own cost of each task on each host (a worker fork, templating the task's arguments, "
+        "shipping a module) times the tasks a host gets, plus shipping the app wheel and a wheelhouse where the "
+        "host lacks them; the hosts share the controller's two cores. Fewer tasks per host lower it, not lighter "
+        "ones."
+    ),
+    "rollout with": (
+        "With WebSockets held, each handover's old slot closes them (1012) and the clients reconnect to the new "
+        "slot at once, a burst of connections on the two shared cores while the next host is handed over; the "
+        "drain itself is off the rollout's path."
+    ),
+    "handover of one host, slots": (
+        "The layout before slots started two instances per handover; the slots start one, plus an opening (the "
+        "held workers replaced). On two shared cores the difference is the one import saved."
     ),
 }
 
@@ -221,8 +231,8 @@ def render(results: dict) -> str:
         ),
         "",
         "`max` covers the whole command: for a deploy that includes building the release beside the live one.",
-        "`switch` is the part the audit line times (handover: temporary instance started, gated, current switched,",
-        "service restarted and gated, temporary instance stopped; restart: switch and restart) plus one second.",
+        "`switch` is the part the audit line times (handover: the idle slot started held, gated, opened, current and",
+        "the app's unit switched, the old slot told to drain; restart: switch, restart, gate, open) plus one second.",
         "",
         f"![Worst latency per 100 ms; the shaded band is the change]({'img/' + plot_latency(results)})",
         "",
