@@ -9,7 +9,7 @@ import pytest
 
 APP = "/srv/demo"
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-CACHE_RECORDS = PROJECT / "build/cache/demo/releases"
+CACHE_RECORDS = PROJECT / "build/cache-release/demo/releases"
 VERSIONS = ("1.0.0", "2.0.0")
 
 
