@@ -14,9 +14,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import scale
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs/benchmarks.md"
+SCALE_DOC = ROOT / "docs/scale.md"
 IMG = ROOT / "docs/img"
 LABELS = {
     "handover": "handover (the idle slot on the shared socket)",
@@ -365,6 +367,37 @@ def render(results: dict) -> str:
             f"{len(rep['releases'])} release(s) (1.0: every host of one Python and platform built the same bytes).",
             "",
         ]
+    if "long_lived" in results:
+        live = results["long_lived"]
+        out += [
+            "## Long-lived connections: drains off the rollout's path",
+            "",
+            f"examples/live on {live['hosts']} hosts, `serial: 1`: one rollout with no client, then one while "
+            f"{live['held_websockets_per_host']} WebSockets per host stay connected. Each old slot closes its "
+            "WebSockets (1012) and drains in the background while the rollout goes on to the next host.",
+            "",
+            table(
+                ["rollout", "wall s"],
+                [["no client", live["rollout_wall_s"]["none"]], ["WebSockets held", live["rollout_wall_s"]["held"]]],
+            ),
+            "",
+            f"Held / none: {live['held_over_none']}. Clients cut: {live['clients_cut']}, at most "
+            f"{live['most_cuts_per_client']} time(s) each; failed connection attempts: {live['failed_connects']}.",
+            "",
+        ]
+    if "layouts" in results:
+        lay = results["layouts"]
+        out += [
+            "## The handover before slots and with slots",
+            "",
+            "One host, one handover each, timed by the audit line (`duration_s`); app starts counted in the journal.",
+            "",
+            table(
+                ["layout", "strategy", "handover s", "app starts per handover"],
+                [[name, d["strategy"], d["handover_s"], d["app_starts_per_handover"]] for name, d in lay.items()],
+            ),
+            "",
+        ]
     if "growth" in results:
         g = results["growth"]
         sizes = sorted(set(g["serial_1"]) | set(g["serial_all"]), key=int)
@@ -390,7 +423,9 @@ def main() -> int:
     results = json.loads(source.read_text())
     IMG.mkdir(parents=True, exist_ok=True)
     DOC.write_text(render(results) + "\n")
-    print(f"report: wrote {DOC.relative_to(ROOT)} and plots in {IMG.relative_to(ROOT)}")
+    if "controller_cpu" in results and "growth" in results:
+        SCALE_DOC.write_text(scale.render(results, table) + "\n")
+    print(f"report: wrote {DOC.relative_to(ROOT)}, {SCALE_DOC.relative_to(ROOT)} and plots in {IMG.relative_to(ROOT)}")
     return 0
 
 

@@ -434,6 +434,20 @@ def cpu_per_host(speed: dict, small: str, large: str) -> dict:
     return found
 
 
+def shipped() -> dict:
+    """What a host is sent, from the controller's cache after the runs: the newest wheelhouse archive (a first
+    deploy, or a lock change) and the newest app wheel (every new release)."""
+    cache = Path.home() / ".cache/asgi.deploy/demo"
+
+    def newest(pattern: str) -> Path:
+        return max(cache.glob(pattern), key=lambda p: p.stat().st_mtime)
+
+    return {
+        "wheelhouse_mb": round(newest("wheelhouses/*.tar").stat().st_size / 2**20, 1),
+        "app_wheel_kb": round(newest("dist/*/*/*.whl").stat().st_size / 2**10, 1),
+    }
+
+
 def reproducibility(lab: Lab) -> dict:
     """For each release on more than one host: the share of hosts whose venv tree digest is the fleet's majority."""
     digests: dict[str, list[str]] = {}
@@ -672,6 +686,7 @@ def main() -> int:
             results["deploy_speed"] = {str(n): deploy_speed(lab, n) for n in (3, HOSTS)}
             results["controller_cpu"] = cpu_per_host(results["deploy_speed"], "3", str(HOSTS))
             log(f"controller CPU: {results['controller_cpu']}")
+            results["shipped"] = shipped()
             results["reproducibility"] = reproducibility(lab)
             results["long_lived"] = long_lived(lab)
             results["layouts"] = layouts(lab)

@@ -7,6 +7,7 @@ import time
 import loadgen
 import pytest
 import report
+import scale
 
 
 def test_summary_counts_failures_and_takes_percentiles_of_successes_only():
@@ -132,6 +133,20 @@ def results():
         },
         "reproducibility": {"releases": {"1.1.0-a": {"hosts": 9, "rate": 1.0}}, "lowest_rate": 1.0},
         "growth": {"serial_1": {"3": 30, "9": 90}, "serial_all": {"3": 15, "9": 25}},
+        "shipped": {"wheelhouse_mb": 27.0, "app_wheel_kb": 8.0},
+        "long_lived": {
+            "hosts": 3,
+            "held_websockets_per_host": 100,
+            "rollout_wall_s": {"none": 10.0, "held": 11.0},
+            "held_over_none": 1.1,
+            "most_cuts_per_client": 1,
+            "clients_cut": 300,
+            "failed_connects": 0,
+        },
+        "layouts": {
+            name: {"strategy": "handover", "handover_s": s, "steps": {}, "app_starts_per_handover": n}
+            for name, s, n in (("before slots", 3.0, 2), ("slots", 2.0, 1))
+        },
         "targets": [
             {"target": "handover: failed requests", "value": 0, "limit": "0", "met": True},
             {"target": "rollback of 3 hosts (s)", "value": 40, "limit": "< 30", "met": False},
@@ -161,6 +176,8 @@ def test_the_report_has_every_section_and_writes_its_plots(tmp_path, monkeypatch
         "## 3. A release venv",
         "## 4. Deploy",
         "## 5.",
+        "## Long-lived connections",
+        "## The handover before slots and with slots",
     ):
         assert heading in text
     assert "| rollback of 3 hosts (s) | 40 | < 30 | **missed** |" in text
@@ -195,3 +212,32 @@ def test_the_targets_are_the_issues_numbers_met_or_missed():
         "limit": "<= 1.5",
         "met": True,
     }
+
+
+def test_ansible_batches_a_serial_list_in_turn_repeating_the_last_item():
+    assert scale.batches(100, [1, "25%", "100%"]) == [1, 25, 74]
+    assert scale.batches(10, ["10%"]) == [1] * 10
+    assert scale.batches(5, ["1%"]) == [1] * 5  # a percentage under one host is one host
+    assert scale.batches(3, [1]) == [1, 1, 1]
+    assert scale.batches(1000, ["100%"]) == [1000]
+
+
+def test_a_batch_takes_a_hosts_time_per_wave_of_forks_or_the_controllers_cpu_whichever_is_longer():
+    # Host-bound: 10 hosts in waves of 5 forks, 2 waves of 10 s; the CPU (10 x 0.5 s over 2 cores) is shorter.
+    assert scale.wall_s(10, ["100%"], per_host_wall=10, per_host_cpu=0.5, cores=2, forks=5) == 20
+    # Controller-bound: 1,000 hosts, forks 1,000: 1,000 x 0.5 s over 2 cores.
+    assert scale.wall_s(1000, ["100%"], per_host_wall=10, per_host_cpu=0.5, cores=2, forks=1000) == 250
+    assert scale.wall_s(3, [1], per_host_wall=10, per_host_cpu=0.5, cores=2, forks=5) == 30
+
+
+def test_the_scale_model_takes_its_inputs_from_one_bench_run_and_prices_1000_hosts():
+    data = results()
+    found = scale.figures(data)
+    assert found["per_host_wall_s"] == 10.0  # (90 - 30) s over the 6 hosts between 3 and 9
+    fleet = scale.model(data, 1000)
+    assert fleet["cpu_s"]["deploy"] == 500
+    assert fleet["first_deploy_gb"] == 26.4 and fleet["new_release_mb"] == 7.8
+    assert fleet["wall_min"]["serial: 1"] == round(1000 * 10 / 60, 1)
+    text = scale.render(data, report.table)
+    assert "| deploy | 0.5 | 0.0 | 50 | 500 |" in text
+    assert "| serial: 1 | 16.7 | 166.7 |" in text
