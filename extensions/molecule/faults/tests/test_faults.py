@@ -622,12 +622,13 @@ def test_a_file_system_too_small_is_refused_with_the_numbers_then_fits_once_fewe
             assert int(web3.run("ls /srv/demo/releases | wc -l").stdout) == kept
             fits = deploy(playbook, target, release_keep=2, **tight)
             assert fits.returncode == 0, fits.said[-3000:]
-            # Pruned before the build to release_keep - 1, but never a release something names (current, previous,
-            # a slot's link): what is left is exactly what those name, the new release among them.
+            # Pruned before the build to the newest release_keep - 1 (one), and never a release something names
+            # (current, previous, a slot's link): what is left is what those name, the new release among them, and
+            # at most one release besides.
             left = set(web3.run("ls /srv/demo/releases").stdout.split())
             named = {web3.run("basename $(readlink /srv/demo/%s)", link).stdout.strip()
                      for link in ("current", "previous", "blue", "green")} - {""}  # fmt: skip
-            assert left == named and len(left) < kept, (left, named, kept)
+            assert named <= left and len(left - named) <= 1 and len(left) < kept, (left, named, kept)
         finally:
             web3.run("rm -f /srv/filler")
         case.note(kept_before=kept, filler_mb=filler)
@@ -816,18 +817,22 @@ def test_rollbacks_without_a_version_go_further_back_and_never_to_a_release_left
     back (to good), not forward."""
     good = fleet_version()
     other_good = other(good)
+    # The cases before built many releases; the default release_keep (5) would prune good's by the third rollback,
+    # which then says so and stops (tests/unit holds that refusal). Here every release of the history stays kept.
+    keep = {"release_keep": 20}
     with Case(load, "rollbacks over the fleet's history") as case:
         for version in ("3.0.0", "4.0.0"):
-            assert deploy(playbook, version).returncode == 0
+            assert deploy(playbook, version, **keep).returncode == 0
         first = playbook(ROLLBACK)  # 4.0.0 -> 3.0.0; 4.0.0 is the release left
         assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-        assert deploy(playbook, other_good).returncode == 0  # then something else ships
+        assert deploy(playbook, other_good, **keep).returncode == 0  # then something else ships
         second = playbook(ROLLBACK)
         after_second = {live(name).rsplit("-", 1)[0] for name in HOSTS}
         third = playbook(ROLLBACK)
         said = " ".join((second.stdout + second.stderr).split())
         case.note(said=said[-800:], after_second=sorted(after_second))
-    assert second.returncode == 0 and third.returncode == 0, said[-3000:]
+    assert second.returncode == 0, said[-3000:]
+    assert third.returncode == 0, " ".join((third.stdout + third.stderr).split())[-3000:]
     assert after_second == {"3.0.0"}, said[-2000:]  # not 4.0.0, the release left
     assert "rolled back from before: 4.0.0-" in said
     assert {live(name).rsplit("-", 1)[0] for name in HOSTS} == {good}  # further back, not forward to other_good
