@@ -20,8 +20,8 @@ SCENARIOS := $(sort $(patsubst extensions/molecule/%/molecule.yml,%,$(wildcard e
 SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
 # `make test` is three lines side by side, each a list of jobs, the longest job (faults) alone on its line: alone, a
 # scenario keeps two cores about two-thirds busy (much of a deploy is waiting on gates, hooks and drains), so three
-# lines fill the two cores. Line 1: the faults scenario. Line 2: the deploy scenario, then the smoke scenario on
-# ansible-core 2.21. Line 3: lint, unit and playbooks, the scenarios without load, the docs test, the quick benchmark.
+# lines fill the two cores. Line 1: the faults scenario. Line 2: the deploy scenario, then the quick benchmark.
+# Line 3: lint, unit and playbooks, the scenarios without load, the smoke scenario on ansible-core 2.21, the docs test.
 # The full scenarios run on 2.19; 2.21 gets sanity, unit tests and the smoke.
 QUIET_SCENARIOS := lab release service
 TIMED := tools/timed.sh
@@ -123,26 +123,30 @@ check: venv images ## The inner loop (< 10 min): lint and sanity, unit tests (on
 	$(MAKE) --no-print-directory molecule RUN=default STAGE="check / "
 	@python tools/timings.py --budget 10
 
+# -k: when a line fails the others still run to their end, so one CI log names every failure.
 test: venv ## Everything CI runs, in three lines side by side; ends with where the time went
 	@tools/prereqs.sh check
 	rm -rf build/timings.tsv build/junit
 	status=0; \
-	$(TIMED) "all lines" $(MAKE) --no-print-directory -j3 --output-sync=recurse line-faults line-deploy line-checks && \
+	$(TIMED) "all lines" $(MAKE) --no-print-directory -j3 -k --output-sync=recurse line-faults line-deploy line-checks && \
 	$(TIMED) "leftovers" tools/leftovers.sh || status=$$?; \
 	python tools/timings.py --budget 40; exit $$status
 
 line-faults: venv images ## CI line 1: the faults scenario (the longest job)
 	$(MAKE) --no-print-directory molecule RUN=faults STAGE="faults line / "
 
-line-deploy: venv images ## CI line 2: the deploy scenario, then the smoke scenario on ansible-core 2.21
+line-deploy: venv images ## CI line 2: the deploy scenario, then the quick benchmark
 	$(MAKE) --no-print-directory molecule RUN=deploy STAGE="deploy line / "
-	$(MAKE) --no-print-directory molecule-2.21 STAGE="deploy line / "
+	$(TIMED) "deploy line / bench-quick" $(MAKE) --no-print-directory bench-quick
 
-line-checks: venv images ## CI line 3: lint, unit, playbooks; the quiet scenarios; the docs test; the quick benchmark
+line-checks: venv images ## CI line 3: lint, unit, playbooks; the quiet scenarios; the smoke on ansible-core 2.21; the docs test
 	$(MAKE) --no-print-directory checks STAGE="checks line / "
 	$(MAKE) --no-print-directory molecule RUN="$(QUIET_SCENARIOS)" STAGE="checks line / "
+	$(MAKE) --no-print-directory molecule-2.21 STAGE="checks line / "
 	$(MAKE) --no-print-directory docs-test STAGE="checks line / "
-	$(TIMED) "checks line / bench-quick" $(MAKE) --no-print-directory bench-quick
+
+docs-test: venv images ## The docs are tests: every command block of README.md and docs/ that can run, run as written against the lab
+	$(TIMED) "$(STAGE)docs-test" python tools/docs.py run
 
 scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
 	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }

@@ -1,5 +1,8 @@
 """The docs test's rules: every shell block is marked, a skipped one says why, substitutions are one table."""
 
+import subprocess
+from pathlib import Path
+
 import docs
 
 
@@ -25,3 +28,12 @@ def test_substitutions_are_the_same_for_every_block():
     assert docs.substitute(text, "/sandbox") == (
         "git -C /sandbox/src/billing checkout v1\nansible-playbook x --vault-password-file /sandbox/vault-password\n"
     )
+
+
+def test_make_docs_test_runs_the_docs_and_make_test_reaches_it():
+    # A phony target without a recipe does nothing and says so quietly: CI would pass without the docs test.
+    root = Path(docs.__file__).resolve().parents[1]
+    dry = subprocess.run(["make", "-n", "-C", root, "docs-test"], capture_output=True, text=True, check=True).stdout
+    assert "tools/docs.py run" in dry, dry
+    lines = subprocess.run(["make", "-n", "-C", root, "line-checks"], capture_output=True, text=True, check=True)
+    assert "docs-test" in lines.stdout, lines.stdout
