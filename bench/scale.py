@@ -89,7 +89,7 @@ def render(results: dict, table) -> str:
          *(f"{m['first_deploy_gb']} GB" for m in fleets)],
         ["a new release of the app, same lock (the app wheel)", f"{f['app_wheel_kb']} KB",
          *(f"{m['new_release_mb']} MB" for m in fleets)],
-    ]  # fmt: skip
+    ] if f["wheelhouse_mb"] else [["(not measured in this run: `make bench` records it)", "-", "-", "-"]]  # fmt: skip
     return "\n".join(
         [
             "# Scale: 100 and 1,000 hosts",
