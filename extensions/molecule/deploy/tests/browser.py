@@ -60,6 +60,9 @@ class Browser:
         self.ids = itertools.count(1)
         self.events = []
         self.call("Page.enable")
+        # Lifecycle events say when the page's network went idle: a CSS file's images may be asked for after the
+        # load event.
+        self.call("Page.setLifecycleEventsEnabled", enabled=True)
         self.call("Network.enable")
         # Every load asks the network: what a handover's front door serves, not the browser's cache.
         self.call("Network.setCacheDisabled", cacheDisabled=True)
@@ -97,16 +100,24 @@ class Browser:
         return found
 
     def load_once(self, url, html=None):
-        """Load ``url`` (with ``html`` as its document, when given) until the load event: ``{status, responses,
-        failed}`` - the document's status, every response's (url, status, type) and every failed request's (type,
-        error)."""
+        """Load ``url`` (with ``html`` as its document, when given) until the load event and an idle network:
+        ``{status, responses, failed}`` - the document's status, every response's (url, status, type) and every failed
+        request's (type, error)."""
         self.events = []
         self._html = html
         if html is not None:
             self.call("Fetch.enable", patterns=[{"urlPattern": url, "requestStage": "Request"}])
-        self.call("Page.navigate", url=url)
+        loader = self.call("Page.navigate", url=url).get("loaderId")
+
+        def settled():
+            # The load event, and Chromium's own "networkIdle" for this navigation: nothing asked for since.
+            return any(e.get("method") == "Page.loadEventFired" for e in self.events) and any(
+                e.get("method") == "Page.lifecycleEvent" and e["params"].get("name") == "networkIdle"
+                and e["params"].get("loaderId") == loader for e in self.events
+            )  # fmt: skip
+
         deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
+        while not settled():
             if time.monotonic() > deadline:
                 raise BrowserError(f"{url} did not load within {LOAD_TIMEOUT_S}s")
             message = json.loads(self.ws.recv(timeout=LOAD_TIMEOUT_S))
