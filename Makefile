@@ -99,7 +99,7 @@ molecule: venv images ## Every molecule scenario, in order (RUN="lab deploy" for
 	done
 
 molecule-2.21: venv images ## The smoke scenario (default) with ansible-core 2.21 on Python 3.13 as the controller (RUN= for others)
-	PATH=$(VENV_2_21)/bin:$$PATH ASGI_LANE=2.21 $(MAKE) --no-print-directory molecule RUN="$(or $(RUN),default)" LANE=" (2.21)"
+	PATH=$(VENV_2_21)/bin:$$PATH ASGI_LANE=2.21 $(MAKE) --no-print-directory molecule RUN="$(or $(RUN),default)" LANE=-2.21
 
 bench: venv images ## Every benchmark (< 20 min): bench/results/latest.json, docs/benchmarks.md and plots
 	@command -v wrk > /dev/null || { echo "bench: needs wrk (apt-get install wrk)"; exit 2; }
