@@ -42,7 +42,8 @@ def figures(results: dict) -> dict:
     one more host adds to a `serial: 1` deploy, and what a host is sent."""
     cpu = results["controller_cpu"]
     growth = results["growth"]["serial_1"]
-    small, large = sorted(growth, key=int)[0], sorted(growth, key=int)[-1]
+    sizes = sorted(growth, key=int)
+    small, large = sizes[0], sizes[-1]
     per_host_wall = (growth[large] - growth[small]) / (int(large) - int(small))
     shipped = results.get("shipped", {})
     return {

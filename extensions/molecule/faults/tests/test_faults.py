@@ -77,9 +77,10 @@ def idle_unit(name):
     return "demo-{}.service".format("green" if live_slot(name) == "blue" else "blue")
 
 
-def handing_over(name):
-    """A handover runs on the host: the slot that is not live has started."""
-    return active(name, idle_unit(name)) in ("activating", "active")
+def handing_over(name, starting=None):
+    """A handover runs on the host: the slot that is not live (or ``starting``, the unit known to start) has
+    started."""
+    return active(name, starting or idle_unit(name)) in ("activating", "active")
 
 
 def units_report(name, since):
@@ -674,7 +675,7 @@ def test_a_controller_killed_mid_handover_with_ansibles_default_settings_leaves_
         # serves, so a slow poll on a loaded machine cannot miss its start (a handover lasts a second or two).
         killed_once(
             background_deploy(target, config=tmp_path / "ansible.cfg"),
-            lambda: active("faults-web2", starting) in ("activating", "active"),
+            lambda: handing_over("faults-web2", starting),
             "faults-web2's handover",
             timeout=300,
         )
