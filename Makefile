@@ -25,6 +25,8 @@ SCENARIO_ORDER := lab $(filter-out lab,$(SCENARIOS))
 # The full scenarios run on 2.19; 2.21 gets sanity, unit tests and the smoke.
 QUIET_SCENARIOS := lab release service
 TIMED := tools/timed.sh
+# The molecule scenarios' SSH key (root's and deploy's authorized key on their hosts; see extensions/molecule/config.yml).
+MOLECULE_KEY := build/molecule-ssh/id_ed25519
 .PHONY: help prereqs venv venv-2.19 images lock check-locks readmes lint lint-steps unit unit-steps playbooks checks line-faults line-deploy line-checks molecule molecule-2.21 docs-test bench bench-quick leftovers test check scenario lab lab-down demo build clean
 
 help: ## List the targets
@@ -90,7 +92,7 @@ playbooks: venv ## Controller-side playbooks for real: the app's CI gate (check.
 	mkdir -p build/junit
 	$(TIMED) "$(STAGE)playbooks" pytest -q -p no:cacheprovider --junitxml=build/junit/playbooks.xml tests/playbooks
 
-molecule: venv images ## Every molecule scenario, in order (RUN="lab deploy" for some)
+molecule: venv images $(MOLECULE_KEY) ## Every molecule scenario, in order (RUN="lab deploy" for some)
 	mkdir -p build/logs
 	for s in $(or $(RUN),$(SCENARIO_ORDER)); do \
 	  echo "== molecule test -s $$s"; \
@@ -100,6 +102,14 @@ molecule: venv images ## Every molecule scenario, in order (RUN="lab deploy" for
 
 molecule-2.21: venv images ## The smoke scenario (default) with ansible-core 2.21 on Python 3.13 as the controller (RUN= for others)
 	PATH=$(VENV_2_21)/bin:$$PATH ASGI_LANE=2.21 $(MAKE) --no-print-directory molecule RUN="$(or $(RUN),default)" LANE=-2.21
+
+# Made once, before the lines start (they share it); written whole or not at all.
+$(MOLECULE_KEY):
+	mkdir -p $(@D)
+	rm -f $@.tmp $@.tmp.pub
+	ssh-keygen -q -t ed25519 -N '' -C asgi-deploy-molecule -f $@.tmp
+	mv $@.tmp.pub $@.pub
+	mv $@.tmp $@
 
 bench: venv images ## Every benchmark (< 20 min): bench/results/latest.json, docs/benchmarks.md and plots
 	@command -v wrk > /dev/null || { echo "bench: needs wrk (apt-get install wrk)"; exit 2; }
@@ -117,14 +127,14 @@ checks: venv ## Everything that needs no container: lint, unit, playbooks (one a
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory playbooks
 
-check: venv images ## The inner loop (< 10 min): lint and sanity, unit tests (one toolchain), playbooks, the smoke scenario
+check: venv images $(MOLECULE_KEY) ## The inner loop (< 10 min): lint and sanity, unit tests (one toolchain), playbooks, the smoke scenario
 	rm -f build/timings.tsv
 	TOOLCHAINS=.venv $(MAKE) --no-print-directory checks STAGE="check / "
 	$(MAKE) --no-print-directory molecule RUN=default STAGE="check / "
 	@python tools/timings.py --budget 10
 
 # -k: when a line fails the others still run to their end, so one CI log names every failure.
-test: venv ## Everything CI runs, in three lines side by side; ends with where the time went
+test: venv $(MOLECULE_KEY) ## Everything CI runs, in three lines side by side; ends with where the time went
 	@tools/prereqs.sh check
 	rm -rf build/timings.tsv build/junit
 	status=0; \
@@ -148,7 +158,7 @@ line-checks: venv images ## CI line 3: lint, unit, playbooks; the quiet scenario
 docs-test: venv images ## The docs are tests: every command block of README.md and docs/ that can run, run as written against the lab
 	$(TIMED) "$(STAGE)docs-test" python tools/docs.py run
 
-scenario: venv images ## One molecule scenario: make scenario NAME=lab [CMD=converge]
+scenario: venv images $(MOLECULE_KEY) ## One molecule scenario: make scenario NAME=lab [CMD=converge]
 	@test -n "$(NAME)" || { echo "usage: make scenario NAME=<$(SCENARIOS)>"; exit 2; }
 	molecule $(or $(CMD),test) -s $(NAME)
 

@@ -18,7 +18,7 @@ if [ -n "$scratch" ]; then
   echo "$scratch" >&2
   status=1
 fi
-scenarios=$(ls -d "$(dirname "${BASH_SOURCE[0]}")"/../molecule/*/molecule.yml 2>/dev/null | xargs -n1 dirname | xargs -n1 basename | paste -sd'|')
+scenarios=$(ls -d "$(dirname "${BASH_SOURCE[0]}")"/../extensions/molecule/*/molecule.yml 2>/dev/null | xargs -n1 dirname | xargs -n1 basename | paste -sd'|')
 containers=$(podman ps -a --format '{{.Names}} {{.Labels}}' 2>/dev/null \
   | grep -E "^(${scenarios:-none})-|^(deploy|bad|faults|apps)-web|io.asgi-deploy.bench" || true)
 if [ -n "$containers" ]; then

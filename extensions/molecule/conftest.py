@@ -5,6 +5,8 @@ gets the journal tail of those units appended to its report, so a CI log
 shows why a service misbehaved without another run.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import testinfra
@@ -43,16 +46,11 @@ def _wait_for(predicate, timeout=30.0, interval=0.2, what="condition"):
 
 @pytest.fixture(scope="module")
 def host(_testinfra_host):
-    """Talk to podman instances with ``podman exec`` rather than through Ansible.
-
-    Testinfra does not know Ansible's podman connection and would otherwise run
-    every command as an Ansible module (about a second each).
-    """
+    """Read the scenario's instances with ``podman exec``: from outside, as the tests should, and without
+    running every command as an Ansible module (about a second each). The playbooks reach them over SSH."""
     backend = _testinfra_host.backend
-    if backend.NAME == "ansible":
-        hostvars = backend.ansible_runner.inventory["_meta"]["hostvars"].get(backend.host, {})
-        if hostvars.get("ansible_connection") == "podman":
-            return testinfra.get_host(f"podman://{backend.host}")
+    if backend.NAME == "ansible" and os.environ.get("MOLECULE_DRIVER_NAME") == "podman":
+        return testinfra.get_host(f"podman://{backend.host}")
     return _testinfra_host
 
 
@@ -65,6 +63,61 @@ def wait_for():
 @pytest.fixture
 def journal_of(host):
     return lambda unit, lines=JOURNAL_LINES: journal(host, unit, lines)
+
+
+class Shell:
+    """One ``podman exec -i NAME sh`` per host, kept open for the session: what the tests poll (a unit's state,
+    a link) costs a shell command, not a container runtime call. A ``podman exec`` takes about 60 ms of CPU:
+    polled every 50 ms it would take a core from the very run the test watches."""
+
+    _open: ClassVar[dict[str, Shell]] = {}
+
+    def __init__(self, name):
+        self.name, self.proc = name, None
+
+    @classmethod
+    def of(cls, name):
+        return cls._open.setdefault(name, cls(name))
+
+    def run(self, command):
+        """``command``'s output, stripped ("" while the host cannot be reached: say, restarting)."""
+        for _ in range(2):
+            if self.proc is None or self.proc.poll() is not None:
+                self.proc = subprocess.Popen(
+                    ["podman", "exec", "-i", self.name, "/bin/sh"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                )  # fmt: skip
+            marker = f"--end-{time.monotonic_ns()}--"
+            try:
+                self.proc.stdin.write(f"{command} </dev/null 2>/dev/null; echo; echo {marker}\n")
+                self.proc.stdin.flush()
+                lines = []
+                while (line := self.proc.stdout.readline()) and line.strip() != marker:
+                    lines.append(line)
+                if line:
+                    return "".join(lines).strip()
+            except OSError:
+                pass
+            self.close()
+        return ""
+
+    def close(self):
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_shells():
+    yield
+    for shell in Shell._open.values():
+        shell.close()
 
 
 def run_playbook(playbook, extra_vars=None, limit=None, args=(), env=None):

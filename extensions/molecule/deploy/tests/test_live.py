@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from conftest import Background, _wait_for
+from conftest import Background, Shell, _wait_for
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "bench"))
@@ -89,7 +89,7 @@ def through_nginx(name, path, *options):
 
 
 def live_slot(name):
-    return on(name).run("readlink /etc/systemd/system/live.service").stdout.strip()
+    return Shell.of(name).run("readlink /etc/systemd/system/live.service")
 
 
 def draining(name):
@@ -111,7 +111,7 @@ def settled(clients, expected):
 def handing_over(name):
     live = live_slot(name)
     idle = "live-green.service" if live == "live-blue.service" else "live-blue.service"
-    return on(name).run("systemctl is-active %s", idle).stdout.strip() in ("activating", "active")
+    return Shell.of(name).run(f"systemctl is-active {idle}") in ("activating", "active")
 
 
 def killed_then_run_again(playbook):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from conftest import Background, _wait_for, alive
+from conftest import Background, Shell, _wait_for, alive
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 sys.path.insert(0, str(PROJECT / "bench"))
@@ -46,7 +46,7 @@ def source(version):
 
 
 def live(name):
-    return on(name).run("basename $(readlink /srv/demo/current) 2>/dev/null").stdout.strip()
+    return Shell.of(name).run("basename $(readlink /srv/demo/current)")
 
 
 def audit(name):
@@ -64,12 +64,12 @@ def audit_since(marks, event):
 
 
 def active(name, unit):
-    return on(name).run("systemctl is-active %s", unit).stdout.strip()
+    return Shell.of(name).run(f"systemctl is-active {unit}")
 
 
 def live_slot(name):
     """The slot demo.service names on the host (blue or green)."""
-    target = on(name).run("readlink /etc/systemd/system/demo.service").stdout.strip()
+    target = Shell.of(name).run("readlink /etc/systemd/system/demo.service")
     return target.removeprefix("demo-").removesuffix(".service")
 
 
@@ -93,7 +93,7 @@ def units_report(name, since):
 
 
 def main_pid(name, unit="demo.service"):
-    return int(on(name).run("systemctl show -p MainPID --value %s", unit).stdout.strip() or 0)
+    return int(Shell.of(name).run(f"systemctl show -p MainPID --value {unit}") or 0)
 
 
 def other(version):
