@@ -138,9 +138,13 @@ def render(results: dict, table) -> str:
             "- `serial: 1` is the careful default for a handful of hosts; past a few dozen its wall time is the "
             "host count times a handover. Use `-e asgi_serial=1,25%,100%` (a canary, a quarter, the rest) with "
             "`rollout_canary_check`, and `forks` as wide as the controller's cores carry.",
-            "- Past one controller's cores, split the fleet by inventory group into runs of their own (`--limit`), "
-            "each with its own run id, lock and history entries. One deploy sliced across controllers (AWX job "
-            "slices sharing a run id and a rollback target) is not built yet.",
+            "- Past one controller's cores, slice the run: one job per part of the inventory (AWX job slicing, or "
+            "`--limit` per ansible-runner job), each told the same `-e asgi_run_id=ID` and `-e asgi_release=R`. The "
+            "slices are one run in the locks, the audit logs and the history; each locks only its own hosts (a "
+            "host in two slices stops the later one, with nothing changed), and a slice that would ship another "
+            "release than R stops before any host changes. A rollback in slices names where it goes "
+            "(`-e asgi_release=R`). The default scenario runs two slices of a deploy and of a rollback at once "
+            "through ansible-runner.",
             "",
         ]
     )

@@ -22,6 +22,9 @@ from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadIn
 from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import alive_runs, controller_id, grouped_problems
 
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+# A run id job slices share (AWX: the workflow job's id): any short name, as it goes into locks and audit lines.
+RUN_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
+RELEASE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}-[0-9a-f]{8}$")
 SERIAL = re.compile(r"^[1-9][0-9]*%?$")
 OPERATIONS = (
     "deploy", "rollback", "status", "exec", "logs", "remove", "verify", "check", "report", "proxy", "maintenance",
@@ -54,6 +57,8 @@ RUN_INPUTS = {
     "report": "",
     "maintenance": "",
     "git_ref": "",
+    "run_id": "",
+    "release": "",
 }
 # Run inputs whose long name is not asgi_<name>.
 PREFIXED = {"on_failure": "rollout_on_failure"}
@@ -61,7 +66,7 @@ PREFIXED = {"on_failure": "rollout_on_failure"}
 # runs them without the vault password, so a vaulted option (a secret, a key) is left unread there, never an error.
 WITHOUT_SECRETS = ("status", "logs", "report", "verify", "exec", "remove", "rollback", "maintenance")
 # What a run does to hosts that only the person (or job) running it may say: never from a shared inventory.
-COMMAND_LINE_ONLY = ("force_unlock", "purge", "cmd")
+COMMAND_LINE_ONLY = ("force_unlock", "purge", "cmd", "run_id", "release")
 TRUE = ("1", "true", "yes", "on")
 
 
@@ -140,6 +145,7 @@ def command_line(operation, run):
         problems.append("-e asgi_git_ref names a commit of the app's source (a tag, a branch, a sha), not with a wheel")
     if operation == "rollback" and version and not VERSION.match(version):
         problems.append(f"-e asgi_version={version!r} is not a release version")
+    problems += slices(operation, run)
     if run["strategy"] not in ("handover", "restart"):
         problems.append("-e asgi_strategy must be handover or restart")
     problems += check_serial(run["serial"])
@@ -160,6 +166,25 @@ def command_line(operation, run):
     for name in ("lock_wait", "timeout", "lines"):
         if not str(run[name]).isdigit():
             problems.append(f"-e asgi_{name} must be a number of {'lines' if name == 'lines' else 'seconds'}")
+    return problems
+
+
+def slices(operation, run):
+    """Problems with a run split into job slices: each slice is told the same -e asgi_run_id (and, to pin what
+    every slice ships or goes back to, -e asgi_release)."""
+    problems = []
+    run_id, release = str(run["run_id"] or ""), str(run["release"] or "")
+    if run_id and not RUN_ID.match(run_id):
+        problems.append(f"-e asgi_run_id is a name of [0-9A-Za-z._-], 64 characters at most, not {run_id!r}")
+    if release and not RELEASE.match(release):
+        problems.append(
+            f"-e asgi_release names a release id (VERSION-xxxxxxxx, as status.yml shows it), not {release!r}"
+        )
+    if release and operation not in ("deploy", "rollback", "check"):
+        problems.append(f"-e asgi_release pins what a deploy or a rollback moves to; {operation} takes none")
+    if operation == "rollback" and run_id and not (release or run["version"]):
+        # Each slice reads only its own hosts' history: one step back could differ from slice to slice.
+        problems.append("a rollback in job slices names where it goes, the same in every slice: -e asgi_release=R")
     return problems
 
 
@@ -214,6 +239,16 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg=f"{operation}: the app cannot be shipped", problems=[str(problem)])
                 return result
             result["changed"] = result["artifacts"].pop("changed")
+            shipped = result["artifacts"]["release"]["release_id"]
+            if run["release"] and shipped != run["release"]:
+                result.update(
+                    failed=True,
+                    msg=f"{operation}: this slice would ship another release than the run pins, nothing was changed",
+                    problems=[
+                        f"the lock and the app make release {shipped} here; -e asgi_release pins {run['release']}",
+                        "give every slice the same app (one -e asgi_app_wheel) and the same lock",
+                    ],
+                )
         return result
 
     def run_description(self, operation, options, task_vars):
@@ -228,7 +263,7 @@ class ActionModule(ActionBase):
         run["force_unlock"] = str(run["force_unlock"] or "")
         return {
             **run,
-            "id": run_id(),
+            "id": run["run_id"] or run_id(),
             "operation": operation,
             "actor": "{}@{}".format(os.environ.get("USER") or getpass.getuser(), socket.gethostname()),
             "controller": socket.gethostname(),

@@ -10,9 +10,9 @@ from __future__ import annotations
 from ansible_collections.asgi.deploy.plugins.plugin_utils import fleet
 
 
-def rollback_moves(states, order, version=""):
+def rollback_moves(states, order, version="", release=""):
     try:
-        return fleet.rollback_moves(list(order), dict(states), str(version or ""))
+        return fleet.rollback_moves(list(order), dict(states), str(version or ""), str(release or ""))
     except fleet.FleetError as exc:
         return {
             "error": f"rollback: {exc}",
@@ -22,10 +22,10 @@ def rollback_moves(states, order, version=""):
         }
 
 
-def lock_round(hosts, hostvars, key, run, release):
+def lock_round(hosts, hostvars, key, run, release, started=0.0):
     """After the first round trip (the lock module, state=needed, registered as ``key``): see fleet.lock_round."""
     results = {h: dict(hostvars[h].get(key) or {}) for h in hosts}
-    return fleet.lock_round(list(hosts), results, str(run), str(release))
+    return fleet.lock_round(list(hosts), results, str(run), str(release), float(started or 0))
 
 
 def lock_message(holder):

@@ -94,6 +94,20 @@ def replaceable(holder, force="", controller_id="", alive=(), certain=True):
     return holder.get("run", "") if dead(holder, controller_id, alive, certain) else ""
 
 
+def ours(holder, run, process=None):
+    """Whether ``holder`` is this run: its run id, and - given ``process`` (controller id, PID) and a holder that
+    names its own - the same ansible-playbook. Job slices share one run id; each slice's process is its own, so no
+    slice ever counts another's lock as its own (the one rule, for take, unlock and check mode)."""
+    if not holder or not run or holder.get("run") != run:
+        return False
+    if not process or not all(process) or not holder.get("pid") or not holder.get("controller_id"):
+        return True
+    try:
+        return (holder.get("controller_id"), int(holder.get("pid"))) == (process[0], int(process[1]))
+    except (TypeError, ValueError):
+        return False
+
+
 def _record(run, now, **fields):
     return {"run": run, **fields, "since": round(now, 3), "since_iso": now_iso(now)}
 
@@ -138,11 +152,14 @@ def take(
     version, controller, controller_id, pid) go into the lock."""
     clock, sleep = clock or time.monotonic, sleep or time.sleep
     began = clock()
+    process = (fields.get("controller_id"), fields.get("pid"))
     while True:
         stamp = now if now is not None else time.time()
         holder = read_lock(app, stamp)
-        if holder is not None and holder.get("run") == run:
+        if ours(holder, run, process):
             return False, None, round(clock() - began, 1)
+        if holder is not None and holder.get("run") == run and take_over != run:
+            raise LockHeld(holder, f"deploy lock held by another slice of this run: {describe(holder)}")
         if holder is None:
             try:
                 _write(app, _record(run, stamp, actor=actor, **fields), exclusive=True)
@@ -173,22 +190,23 @@ def _lock_fields(fields):
     return {k: fields[k] for k in ("operation", "version") if k in fields}
 
 
-def unlock(app, run, actor="", host="", force="", now=None, reason=""):
-    """Release the lock if ``run`` holds it; ``force`` names another run to clear (or ``all``).
+def unlock(app, run, actor="", host="", force="", now=None, reason="", process=None):
+    """Release the lock if ``run`` holds it (``process``: its controller id and PID, when another slice of the run
+    may hold it); ``force`` names another run to clear (or ``all``).
 
     Returns (changed, holder found)."""
     holder = read_lock(app, now)
     if holder is None:
         return False, None
-    ours = holder.get("run") == run
-    forced = bool(force) and not ours and (force == ALL or holder.get("run") == force)
-    if not ours and not forced:
+    mine = ours(holder, run, process)
+    forced = bool(force) and not mine and (force == ALL or holder.get("run") == force)
+    if not mine and not forced:
         return False, holder
     try:
         os.unlink(app.lock)
     except FileNotFoundError:
         return False, holder
-    if ours:
+    if mine:
         audit(app, _event("unlock", run, actor, host), now)
     else:
         scope = "every holder (force_unlock=all)" if force == ALL else "the named run"

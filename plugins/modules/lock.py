@@ -69,9 +69,18 @@ options:
     type: str
     default: ""
   pid:
-    description: PID of C(ansible-playbook) on the controller.
+    description:
+      - PID of C(ansible-playbook) on the controller. With O(controller_id), it tells apart two job slices of one
+        run (they share the run id): a slice never takes, or releases, a lock another slice holds.
     type: int
     default: 0
+  started:
+    description:
+      - When the run started on its controller (seconds since the epoch), recorded in the lock. Of two runs that
+        meet on some hosts, the one that started first goes on (M(asgi.deploy.plan)'s run id sorts the same way,
+        but a run id that job slices share need not).
+    type: float
+    default: 0.0
   host:
     description: The inventory name of the host, for the audit log.
     type: str
@@ -208,6 +217,7 @@ from ansible_collections.asgi.deploy.plugins.module_utils.host_state import NEW_
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import (
     LockHeld,
     describe,
+    ours,
     read_lock,
     replaceable,
     take,
@@ -230,6 +240,7 @@ ARGUMENT_SPEC = app_argument_spec(
     controller=dict(type="str", default=""),
     controller_id=dict(type="str", default=""),
     pid=dict(type="int", default=0),
+    started=dict(type="float", default=0.0),
     host=dict(type="str", default=""),
     take_over=dict(type="str", default=""),
     force=dict(type="str", default=""),
@@ -271,27 +282,36 @@ def who(p):
     return {"run": p["run"], "actor": p["actor"], "host": p["host"]}
 
 
+def process(p):
+    """The ansible-playbook this call comes from: what tells two slices of one run apart."""
+    return (p["controller_id"], p["pid"])
+
+
+# What a lock records of its run, besides the run id and actor.
+LOCK_FIELDS = ("operation", "version", "release", "controller", "controller_id", "pid", "started")
+
+
 def check_mode(module, app):
     p = module.params
     holder = read_lock(app)
-    ours = holder is not None and holder.get("run") == p["run"]
+    mine = ours(holder, p["run"], process(p))
     if p["state"] == "present":
-        if holder is not None and not ours and holder.get("run") != p["take_over"]:
+        if holder is not None and not mine and holder.get("run") != p["take_over"]:
             module.fail_json(msg=f"deploy lock held by {describe(holder)}", holder=holder)
         state = read_state(app, Systemd(module.run_command), module.run_command, p["python"])
-        result = dict(changed=not ours, holder=holder, forced=bool(holder and not ours), host_state=state)
+        result = dict(changed=not mine, holder=holder, forced=bool(holder and not mine), host_state=state)
         if p["settings_public"]:
             # No key is made in check mode: a host without one shows the id its settings would get with a new one.
             made = keyed_id(module, app, state)
             result["settings_id"] = state["settings_id"] = made or CHECK_MODE_SETTINGS
         module.exit_json(hooks_stopped=[], waited_s=0.0, **result)
-    clears = holder is not None and (ours or p["force"] in ("all", holder.get("run")))
-    module.exit_json(changed=clears, holder=holder, forced=bool(clears and not ours))
+    clears = holder is not None and (mine or p["force"] in ("all", holder.get("run")))
+    module.exit_json(changed=clears, holder=holder, forced=bool(clears and not mine))
 
 
 def present(module, app, systemd):
     p = module.params
-    fields = {k: p[k] for k in ("operation", "version", "release", "controller", "controller_id", "pid")}
+    fields = {k: p[k] for k in LOCK_FIELDS}
     try:
         changed, holder, waited = take(
             app,
@@ -386,12 +406,12 @@ def where_needed(module, app, systemd):
         module.exit_json(changed=cleared, forced=cleared, host_state=state, **done)
     state["space"] = fits(module, app, state)
     if module.check_mode:
-        live = holder if holder and holder.get("run") not in (p["run"], replace) else None
+        live = holder if holder and not ours(holder, p["run"], process(p)) and holder.get("run") != replace else None
         # Would be locked (unless another run holds it): what follows shows, in check mode, what it would do.
         module.exit_json(changed=True, forced=bool(replace), host_state=state,
                          **{**done, "locked": not live, "held_by": live},
                          settings_id=state.get("settings_id") or CHECK_MODE_SETTINGS)  # fmt: skip
-    fields = {k: p[k] for k in ("operation", "version", "release", "controller", "controller_id", "pid")}
+    fields = {k: p[k] for k in LOCK_FIELDS}
     try:
         changed, taken, waited = take(app, p["run"], actor=p["actor"], host=p["host"], take_over=replace,
                                       wait_s=p["wait"], reason=p["reason"], **fields)  # fmt: skip
@@ -404,7 +424,7 @@ def where_needed(module, app, systemd):
     # What the run works from is what it reads under its lock (another run may have finished meanwhile).
     state = assessed(module, app, systemd)
     if not state["assessment"]["needed"]:
-        unlock(app, p["run"], actor=p["actor"], host=p["host"])
+        unlock(app, p["run"], actor=p["actor"], host=p["host"], process=process(p))
         module.exit_json(changed=bool(taken), forced=bool(taken), host_state=state, **done)
     if p["settings_public"] and not state["settings_id"]:
         state["settings_id"] = settings_id(app, p["settings_public"], p["secrets"], create=True)
@@ -426,7 +446,8 @@ def main():
     if p["state"] == "present":
         present(module, app, Systemd(module.run_command))
     reason = p["reason"] if p["reason"] == "dead run" and p["force"] else ""
-    changed, holder = unlock(app, p["run"], actor=p["actor"], host=p["host"], force=p["force"], reason=reason)
+    changed, holder = unlock(app, p["run"], actor=p["actor"], host=p["host"], force=p["force"], reason=reason,
+                             process=process(p))  # fmt: skip
     module.exit_json(changed=changed, holder=holder, forced=bool(changed and holder and holder.get("run") != p["run"]))
 
 

@@ -24,6 +24,11 @@ description:
     the secrets' names but not their values (each host keys it with the secrets, see M(asgi.deploy.lock)).
   - Names the run - a random run id, the actor, the controller (with an identity that tells it from a clone or a
     container of the same image) and the PID of C(ansible-playbook).
+  - A run split into job slices (AWX job slicing, or one ansible-runner job per part of the inventory) gives every
+    slice the same C(-e asgi_run_id): the slices share one run id in the locks, the audit logs and the fleet's
+    history, while each slice's own process keeps its locks apart from another slice's. C(-e asgi_release=R) pins
+    the release every slice ships (a slice that would ship another stops before any host changes) or goes back to
+    (a rollback in slices must name it, or a version: each slice reads only its own hosts' history).
 author: asgi.deploy maintainers (!UNKNOWN)
 options:
   operation:
@@ -51,10 +56,12 @@ EXAMPLES = r"""
 RETURN = r"""
 run:
   description:
-    - The run - C(id) (16 hex digits that sort by start time), C(operation), C(actor), C(controller),
-      C(controller_id), C(pid), C(started), and what the command line said - C(version), C(serial), C(strategy),
-      C(on_failure), C(converge), C(force_unlock), C(lock_wait), C(allow_dirty), C(format), C(app_wheel),
-      C(app_source), C(cmd), C(once), C(timeout), C(since), C(grep), C(lines), C(purge), C(rebuild).
+    - The run - C(id) (16 hex digits that sort by start time, or the C(-e asgi_run_id) that the job slices of one
+      run share), C(operation), C(actor), C(controller), C(controller_id), C(pid), C(started), and what the command
+      line said - C(version), C(serial), C(strategy), C(on_failure), C(converge), C(force_unlock), C(lock_wait),
+      C(allow_dirty), C(format), C(app_wheel), C(app_source), C(cmd), C(once), C(timeout), C(since), C(grep),
+      C(lines), C(purge), C(rebuild), C(run_id) (empty unless given), C(release) (the release every slice ships or
+      goes back to, when pinned; empty otherwise).
   returned: success
   type: dict
 settings:

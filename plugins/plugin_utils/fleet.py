@@ -31,14 +31,15 @@ def _kept(state):
 # -- who goes where ----------------------------------------------------------------------
 
 
-def lock_round(order, results, run, release):
+def lock_round(order, results, run, release, started=0.0):
     """What a run does after its first round trip (asgi.deploy.lock state=needed on every host): ``{moves, pending,
     held, yield_to, wait_on}``.
 
     A host that needs a change is locked (pending) or held by another live run. Of two runs that each hold some
-    hosts, the one that started first goes on (run ids sort by start time): a later run yields (it releases
-    what it took and stops, naming that run); the earlier one waits on the hosts the later one held, until it
-    lets go. A host held by a run that started earlier makes this run yield whatever it took."""
+    hosts, the one that started first goes on (``started``, else the time its run id begins with): a later run
+    yields (it releases what it took and stops, naming that run); the earlier one waits on the hosts the later one
+    held, until it lets go. A host held by a run that started earlier makes this run yield whatever it took; so does
+    a host another slice of this very run holds (a host belongs to one slice)."""
     moves, held = {}, {}
     for host in order:
         result = results.get(host) or {}
@@ -47,8 +48,16 @@ def lock_round(order, results, run, release):
         moves[host] = {"release": release, "pending": locked or bool(holder), "reasons": verdict.get("reasons", [])}
         if holder:
             held[host] = holder
-    earlier = sorted((h.get("run") or "", host) for host, h in held.items() if (h.get("run") or "") < run)
-    yield_to = held[earlier[0][1]] if earlier else None
+    mine = started_key(run, started)
+    first = sorted(
+        (started_key(h.get("run") or "", h.get("started")), host)
+        for host, h in held.items()
+        if (h.get("run") or "") == run or started_key(h.get("run") or "", h.get("started")) < mine
+    )
+    yield_to = None
+    if first:
+        holder = held[first[0][1]]
+        yield_to = {**holder, "other_slice": True} if holder.get("run") == run else holder
     return {
         "moves": moves,
         "pending": [h for h in order if moves[h]["pending"]],
@@ -56,6 +65,16 @@ def lock_round(order, results, run, release):
         "yield_to": yield_to,
         "wait_on": [] if yield_to else [h for h in order if h in held],
     }
+
+
+def started_key(run, started=None):
+    """What orders two runs by start time: ``started`` (seconds, the controller's clock) where the lock records it,
+    else the milliseconds a generated run id begins with (0 for any other id: such a holder counts as earlier)."""
+    try:
+        seconds = float(started or 0) or (int(run[:12], 16) / 1000 if len(run) == 16 else 0.0)
+    except ValueError:
+        seconds = 0.0
+    return (seconds, run)
 
 
 def fleet_runs(states):
@@ -157,11 +176,16 @@ def by_version(states, version):
     return max(common, key=lambda i: (_kept(some)[i].get("built_at", ""), i))
 
 
-def rollback_plan(states, version=""):
-    """One release for every host: ``{target, why, moves: [{host, release}], pending, anchor, message}``."""
+def rollback_plan(states, version="", release=""):
+    """One release for every host: ``{target, why, moves: [{host, release}], pending, anchor, message}``. A pinned
+    ``release`` (job slices of one rollback name the same one) is the target as it is."""
     if not states:
         raise FleetError("no hosts to roll back")
-    if version:
+    if release:
+        if version and not release.startswith(version + "-"):
+            raise FleetError(f"release {release} is not of version {version}")
+        target, why = release, f"release {release}, pinned"
+    elif version:
         target, why = by_version(states, version), f"version {version}, as asked"
     else:
         target, why = step_back(states)
@@ -184,9 +208,9 @@ def rollback_plan(states, version=""):
     }
 
 
-def rollback_moves(order, states, version=""):
+def rollback_moves(order, states, version="", release=""):
     """A rollback's moves, in the shape of ``deploy_moves``, with the plan's ``target``, ``why`` and ``message``."""
-    plan = rollback_plan(states, version)
+    plan = rollback_plan(states, version, release)
     moves = {h: {"release": plan["target"], "pending": h in plan["pending"], "reasons": []} for h in order}
     for host in plan["pending"]:
         moves[host]["reasons"] = ["release {} -> {}".format(states[host].get("live") or "none", plan["target"])]
@@ -259,7 +283,13 @@ def _hidepid(proc):
 
 def lock_message(holder):
     """What a run that yields says: who holds the host, and that nothing was changed by this run."""
-    return f"deploy lock held by {locking.describe(holder or {})}; it started first and goes on"
+    holder = holder or {}
+    if holder.get("other_slice"):
+        return (
+            f"deploy lock held by another slice of this run: {locking.describe(holder)}; a host belongs to one "
+            "slice only (give each job slice its own hosts)"
+        )
+    return f"deploy lock held by {locking.describe(holder)}; it started first and goes on"
 
 
 # -- what a run prints ------------------------------------------------------------------------

@@ -51,9 +51,55 @@ def installed(tmp_path_factory):
     return collections
 
 
+class Runner:
+    """``runner(playbook, extra_vars)``: ansible-runner on a private data dir with no ansible.cfg;
+    ``runner.slices(playbook, extra_vars, limits)``: one job per limit, all at once, as AWX runs the slices of a
+    sliced job (the same extra vars for each)."""
+
+    def __init__(self, data, installed):
+        self.data, self.installed, self.started = data, installed, 0
+
+    def __call__(self, name, extra_vars):
+        return self.slices(name, extra_vars, [""])[0]
+
+    def slices(self, name, extra_vars, limits):
+        (self.data / "env").mkdir(exist_ok=True)
+        (self.data / "env/extravars").write_text(yaml.safe_dump(extra_vars))
+        env = clean_environment(
+            ANSIBLE_COLLECTIONS_PATH=str(self.installed), ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_NOCOLOR="1"
+        )
+        jobs = []
+        for limit in limits:
+            self.started += 1
+            ident = f"{name}-{self.started}"
+            command = ["ansible-runner", "run", str(self.data), "-p", f"{name}.yml", "--ident", ident]
+            output = (self.data / f"{ident}.out").open("w")
+            jobs.append((ident, output, subprocess.Popen(command + (["--limit", limit] if limit else []),
+                                                         cwd=self.data, env=env, stdout=output,
+                                                         stderr=subprocess.STDOUT, text=True)))  # fmt: skip
+        return [self.result(ident, output, job) for ident, output, job in jobs]
+
+    def result(self, ident, output, job):
+        try:
+            rc = job.wait(timeout=900)
+        finally:
+            if job.poll() is None:
+                job.kill()
+            output.close()
+        artifacts = self.data / "artifacts" / ident
+        said = (artifacts / "stdout") if (artifacts / "stdout").exists() else self.data / f"{ident}.out"
+        result = {
+            "rc": rc,
+            "status": (artifacts / "status").read_text() if (artifacts / "status").exists() else "",
+            "stdout": said.read_text(),
+            "events": [json.loads(p.read_text()) for p in sorted((artifacts / "job_events").glob("*.json"))],
+        }
+        _RUNS[ident] = result
+        return result
+
+
 @pytest.fixture(scope="module")
 def runner(installed, tmp_path_factory):
-    """``runner(playbook, extra_vars)``: ansible-runner on a private data dir with no ansible.cfg."""
     data = tmp_path_factory.mktemp("runner")
     (data / "project").mkdir()
     for name in ("deploy", "rollback", "remove"):
@@ -61,29 +107,7 @@ def runner(installed, tmp_path_factory):
         (data / "project" / f"{name}.yml").write_text(yaml.safe_dump(book))
     (data / "inventory").mkdir()
     (data / "inventory/hosts.yml").write_text(yaml.safe_dump(inventory()))
-
-    def run(name, extra_vars):
-        (data / "env").mkdir(exist_ok=True)
-        (data / "env/extravars").write_text(yaml.safe_dump(extra_vars))
-        ident = f"{name}-{len(_RUNS)}"
-        env = clean_environment(
-            ANSIBLE_COLLECTIONS_PATH=str(installed), ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_NOCOLOR="1"
-        )
-        done = subprocess.run(
-            ["ansible-runner", "run", str(data), "-p", f"{name}.yml", "--ident", ident],
-            cwd=data, env=env, capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
-        artifacts = data / "artifacts" / ident
-        result = {
-            "rc": done.returncode,
-            "status": (artifacts / "status").read_text() if (artifacts / "status").exists() else "",
-            "stdout": (artifacts / "stdout").read_text() if (artifacts / "stdout").exists() else done.stdout,
-            "events": [json.loads(p.read_text()) for p in sorted((artifacts / "job_events").glob("*.json"))],
-        }
-        _RUNS[ident] = result
-        return result
-
-    return run
+    return Runner(data, installed)
 
 
 def inventory():
@@ -163,6 +187,40 @@ def test_the_hosts_serve_the_release_the_rollback_went_back_to(runs):
             testinfra.get_host(f"podman://{name}").check_output("curl -fsS http://127.0.0.1:8010/version")
         )
         assert version["app_version"] == "1.0.0", version
+
+
+def audit(name):
+    text = testinfra.get_host(f"podman://{name}").check_output("cat /srv/runner/deploys.log")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_two_job_slices_of_a_deploy_and_of_a_rollback_each_move_their_own_host_as_one_run(runs, runner):
+    kept = testinfra.get_host(f"podman://{HOSTS[0]}").check_output("ls /srv/runner/releases").split()
+    up, back = (next(r for r in kept if r.startswith(v + "-")) for v in ("2.0.0", "1.0.0"))
+    marks = {name: len(audit(name)) for name in HOSTS}
+    # Both slices start at once with the same extra vars, as AWX starts the jobs of a sliced job template.
+    sliced = {"version": "2.0.0", "app_source": str(SOURCES / "app-2.0.0"), "run_id": "awx-41", "release": up}
+    for result in runner.slices("deploy", sliced, HOSTS) + runner.slices(
+        "rollback", {"run_id": "awx-42", "release": back}, HOSTS
+    ):
+        assert result["rc"] == 0 and result["status"] == "successful", result["stdout"][-4000:]
+        assert any(re.fullmatch(r"\w+: 1 host\(s\) changed in \d+ s:", line) for line in lines_of(result["stdout"]))
+    for name in HOSTS:
+        events = audit(name)[marks[name] :]
+        moves = [(e["event"], e["run"], e["to"]) for e in events if e["event"] in ("deploy", "rollback")]
+        assert moves == [("deploy", "awx-41", up), ("rollback", "awx-42", back)], events
+        # Each slice locked only its own host, and let go of it.
+        assert [(e["event"], e["run"]) for e in events if e["event"] in ("lock", "unlock")] == [
+            ("lock", "awx-41"), ("unlock", "awx-41"), ("lock", "awx-42"), ("unlock", "awx-42")
+        ], events  # fmt: skip
+
+
+def test_a_slice_that_would_ship_another_release_than_the_run_pins_changes_nothing(runs, runner):
+    marks = {name: len(audit(name)) for name in HOSTS}
+    result = runner("deploy", {"version": "2.0.0", "app_source": str(SOURCES / "app-2.0.0"), "run_id": "awx-43",
+                               "release": "2.0.0-00000000"})  # fmt: skip
+    assert result["rc"] != 0 and "this slice would ship another release than the run pins" in result["stdout"]
+    assert all(len(audit(name)) == marks[name] for name in HOSTS)
 
 
 def test_remove_through_ansible_runner_leaves_no_unit_user_or_release(runs, runner):

@@ -72,6 +72,10 @@ def test_a_good_command_line_has_no_problem():
         ("report", {"period": "month"}, "must be day or week"),
         ("exec", {"cmd": "  "}, "give the command to run"),
         ("deploy", {"lock_wait": "soon"}, "-e asgi_lock_wait must be a number of seconds"),
+        ("deploy", {"run_id": "job 7; rm"}, "-e asgi_run_id is a name of [0-9A-Za-z._-]"),
+        ("deploy", {"release": "1.4.0"}, "-e asgi_release names a release id"),
+        ("exec", {"release": "1.4.0-0a1b2c3d", "cmd": "true"}, "exec takes none"),
+        ("rollback", {"version": "", "run_id": "awx-4711"}, "a rollback in job slices names where it goes"),
     ],
 )
 def test_each_bad_command_line_input_is_named_with_what_to_give(operation, overrides, said):
@@ -148,3 +152,15 @@ def test_force_unlock_purge_and_a_command_are_refused_from_the_inventory():
     assert len(problems) == 3 and all("may only be given with -e" in p for p in problems)
     assert plan.inventory_problems({"asgi_purge": True}, {"asgi_purge": True}) == []
     assert plan.inventory_problems({"asgi_purge": True}, {"purge": True}) == []
+
+
+def test_job_slices_of_one_run_share_the_run_id_they_are_given_and_may_pin_the_release():
+    assert plan.command_line("deploy", good_run(run_id="awx-4711", release="1.4.0-0a1b2c3d")) == []
+    # A sliced rollback goes where every slice is told: a release, or a version.
+    assert plan.command_line("rollback", good_run(version="", run_id="awx-4711", release="1.3.0-99aa00ff")) == []
+    assert plan.command_line("rollback", good_run(version="1.3.0", run_id="awx-4711")) == []
+
+
+def test_a_shared_run_id_and_a_pinned_release_are_refused_from_the_inventory():
+    problems = plan.inventory_problems({"asgi_run_id": "x", "asgi_release": "1.4.0-0a1b2c3d"}, {})
+    assert len(problems) == 2 and all("may only be given with -e" in p for p in problems)

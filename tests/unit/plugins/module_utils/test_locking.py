@@ -164,3 +164,34 @@ def test_whose_lock_a_run_may_replace_is_the_one_named_or_a_dead_one():
     assert locking.replaceable(holder, "all") == "r1"
     assert locking.replaceable(None, "all") == ""
     assert locking.replaceable({**holder, "controller_id": "me"}, "", "me", [2]) == "r1"  # ours, and gone
+
+
+def slice_take(app, pid, now=1000.0, **kwargs):
+    """A take by one job slice of run s1 (they share the run id; each is its own ansible-playbook)."""
+    return locking.take(app, "s1", actor="awx", operation="deploy", controller="ctl", controller_id="c", pid=pid,
+                        now=now, **kwargs)  # fmt: skip
+
+
+def test_a_job_slice_never_takes_or_releases_a_lock_another_slice_of_its_run_holds(app):
+    assert slice_take(app, 41)[0] is True
+    assert slice_take(app, 41)[:2] == (False, None)  # its own, again
+    with pytest.raises(locking.LockHeld, match="held by another slice of this run"):
+        slice_take(app, 42)
+    assert locking.unlock(app, "s1", process=("c", 42))[0] is False
+    assert locking.read_lock(app)["pid"] == 41
+    assert locking.unlock(app, "s1", process=("c", 41))[0] is True
+
+
+def test_a_dead_slices_lock_is_taken_over_by_a_rerun_of_the_slice_under_the_same_run_id(app):
+    slice_take(app, 41)
+    changed, previous = slice_take(app, 43, take_over="s1")[:2]
+    assert changed and previous["pid"] == 41 and locking.read_lock(app)["pid"] == 43
+
+
+def test_a_lock_without_a_process_is_its_runs_whatever_the_process():
+    # Locks written before slices (no pid), or a caller that names no process: the run id alone decides.
+    assert locking.ours({"run": "r1"}, "r1", ("c", 42))
+    assert locking.ours({"run": "r1", "pid": 41, "controller_id": "c"}, "r1")
+    assert not locking.ours({"run": "r1", "pid": 41, "controller_id": "c"}, "r1", ("c", 42))
+    assert not locking.ours({"run": "r1", "pid": 42, "controller_id": "d"}, "r1", ("c", 42))
+    assert not locking.ours(None, "r1") and not locking.ours({"run": ""}, "")

@@ -59,6 +59,35 @@ def test_of_two_runs_that_met_the_one_that_started_first_goes_on_and_waits_for_t
     assert blocked["yield_to"] == {"run": ""}
 
 
+def test_runs_whose_ids_do_not_sort_by_time_meet_in_the_order_their_locks_say_they_started():
+    # Job slices share a run id of their own choosing (awx-12): the start time each lock records decides.
+    for_sliced = {"web1": round_result(True, locked=True),
+                  "web2": round_result(True, held_by={"run": "000000000200bbbb", "started": 2000.0})}  # fmt: skip
+    assert fleet.lock_round(["web1", "web2"], for_sliced, "awx-12", "b", started=1000.0)["wait_on"] == ["web2"]
+    later = fleet.lock_round(["web1", "web2"], for_sliced, "awx-12", "b", started=3000.0)
+    assert later["yield_to"]["run"] == "000000000200bbbb" and later["wait_on"] == []
+
+
+def test_a_host_another_slice_of_the_run_holds_stops_this_slice_naming_the_overlap():
+    other_slice = {"run": "awx-12", "pid": 41, "controller": "ctl-b", "started": 900.0}
+    results = {"web1": round_result(True, locked=True), "web2": round_result(True, held_by=other_slice)}
+    found = fleet.lock_round(["web1", "web2"], results, "awx-12", "b", started=1000.0)
+    assert found["yield_to"]["other_slice"] and found["wait_on"] == []
+    said = fleet.lock_message(found["yield_to"])
+    assert "another slice of this run" in said and "a host belongs to one slice only" in said
+
+
+def test_a_rollback_in_slices_goes_to_the_release_it_pins():
+    states = {h: {"live": "1.1.0-bbbbbbbb", "kept": [{"id": "1.0.0-aaaaaaaa", "version": "1.0.0"}],
+                  "history": []} for h in ("web1", "web2")}  # fmt: skip
+    plan = fleet.rollback_plan(states, release="1.0.0-aaaaaaaa")
+    assert plan["target"] == "1.0.0-aaaaaaaa" and plan["pending"] == ["web1", "web2"] and "pinned" in plan["why"]
+    with pytest.raises(fleet.FleetError, match=r"not of version 2\.0\.0"):
+        fleet.rollback_plan(states, version="2.0.0", release="1.0.0-aaaaaaaa")
+    with pytest.raises(fleet.FleetError, match="no longer kept"):
+        fleet.rollback_plan(states, release="0.9.0-cccccccc")
+
+
 def test_a_rollback_without_a_version_steps_back_in_the_audited_history_never_forward():
     history = deployed("1-x", "2-x", "3-x")
     states = {h: host("3-x", "2-x", kept=["1-x", "2-x", "3-x"], history=history) for h in ("a", "b")}
