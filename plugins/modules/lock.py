@@ -71,7 +71,7 @@ options:
   pid:
     description:
       - PID of C(ansible-playbook) on the controller. With O(controller_id), it tells apart two job slices of one
-        run (they share the run id): a slice never takes, or releases, a lock another slice holds.
+        run (they share the run id) - a slice never takes, or releases, a lock another slice holds.
     type: int
     default: 0
   started:

@@ -25,10 +25,10 @@ description:
   - Names the run - a random run id, the actor, the controller (with an identity that tells it from a clone or a
     container of the same image) and the PID of C(ansible-playbook).
   - A run split into job slices (AWX job slicing, or one ansible-runner job per part of the inventory) gives every
-    slice the same C(-e asgi_run_id): the slices share one run id in the locks, the audit logs and the fleet's
+    slice the same C(-e asgi_run_id) - the slices share one run id in the locks, the audit logs and the fleet's
     history, while each slice's own process keeps its locks apart from another slice's. C(-e asgi_release=R) pins
     the release every slice ships (a slice that would ship another stops before any host changes) or goes back to
-    (a rollback in slices must name it, or a version: each slice reads only its own hosts' history).
+    (a rollback in slices must name it, or a version, since each slice reads only its own hosts' history).
 author: asgi.deploy maintainers (!UNKNOWN)
 options:
   operation:
