@@ -37,7 +37,7 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ansible_collections.asgi.deploy.plugins.plugin_utils.locks import (
+from ansible_collections.asgi.deploy.plugins.plugin_utils.pins import (
     UVICORN_RANGE,
     UVICORN_TESTED,
     BadInput,
@@ -45,7 +45,7 @@ from ansible_collections.asgi.deploy.plugins.plugin_utils.locks import (
     describe,
     export_lock,
     platform_tags,
-    read_lock,
+    read_pins,
     requirement_lines,
     select,
 )
@@ -53,7 +53,7 @@ from ansible_collections.asgi.deploy.plugins.plugin_utils.locks import (
 try:
     from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
     from packaging.version import InvalidVersion, Version
-except ImportError:  # locks.read_lock says what is missing, before anything here needs it
+except ImportError:  # pins.read_pins says what is missing, before anything here needs it
     pass
 
 VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"
@@ -519,8 +519,8 @@ def identify(
     )
     cache = app_cache(cache_dir, app_name)
     given_lock, lockfile = Path(lockfile), export_lock(Path(lockfile), cache)
-    check_server_stack(read_lock(lockfile)["pins"], worker_class, given_lock)
-    tools, lock_sha = read_lock(Path(tools_lockfile))["pins"], sha256_file(lockfile)
+    check_server_stack(read_pins(lockfile)["pins"], worker_class, given_lock)
+    tools, lock_sha = read_pins(Path(tools_lockfile))["pins"], sha256_file(lockfile)
     with locked(cache):
         wheel = app_wheel(cache, version, source, wheel, build_env)
         wheel_sha = sha256_file(wheel)
@@ -562,7 +562,7 @@ def wheelhouse(artifacts: dict, target: dict) -> dict:
     """The offline wheelhouse of ``artifacts`` (from ``identify``) for one host ``target`` (``{python, full,
     machine, glibc, sys_platform}``), built when missing, and the requirements that host installs."""
     lockfile = Path(artifacts["lockfile"])
-    lock, tools = read_lock(lockfile), read_lock(Path(artifacts["tools_lockfile"]))["pins"]
+    lock, tools = read_pins(lockfile), read_pins(Path(artifacts["tools_lockfile"]))["pins"]
     check_server_stack(
         select(lock, target), artifacts.get("worker_class", ""), artifacts.get("given_lockfile", lockfile), target
     )
@@ -579,7 +579,7 @@ def wheelhouse(artifacts: dict, target: dict) -> dict:
 
 def check_targets(artifacts: dict, targets: list[dict]) -> list[str]:
     """Problems the lock has on some target (its markers leave out the server stack there), one per target."""
-    lock = read_lock(Path(artifacts["lockfile"]))
+    lock = read_pins(Path(artifacts["lockfile"]))
     problems = []
     for target in {json.dumps(t, sort_keys=True): t for t in targets if t}.values():
         try:

@@ -273,7 +273,7 @@ def test_a_pylocks_wheels_come_from_the_urls_it_records_hash_checked(tmp_path, m
     import http.server
     import threading
 
-    from ansible_collections.asgi.deploy.plugins.plugin_utils import locks
+    from ansible_collections.asgi.deploy.plugins.plugin_utils import pins
 
     served = tmp_path / "index"
     served.mkdir()
@@ -293,7 +293,7 @@ def test_a_pylocks_wheels_come_from_the_urls_it_records_hash_checked(tmp_path, m
             f'wheels = [{{ url = "{url}", hashes = {{ sha256 = "{sha}" }} }}]\n'
         )
         (tmp_path / "pylock.toml").write_text(text)
-        return locks.read_lock(tmp_path / "pylock.toml")
+        return pins.read_pins(tmp_path / "pylock.toml")
 
     try:
         (tmp_path / "cache").mkdir()

@@ -179,7 +179,7 @@ def load_pylock(path):
         raise BadInput(f"{path} is not a valid pylock.toml: {exc}") from None
 
 
-def read_lock(lockfile):
+def read_pins(lockfile):
     """{kind, pins, options, pylock}: every package of the lock, whatever the target."""
     if not HAS_PACKAGING:
         raise BadInput("the controller's Python lacks the packaging library (pip install packaging): it reads the lock")

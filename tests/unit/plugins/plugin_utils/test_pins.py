@@ -1,7 +1,7 @@
 """The app's lock as its team has it, read with packaging, judged for each target host."""
 
 import pytest
-from ansible_collections.asgi.deploy.plugins.plugin_utils import locks
+from ansible_collections.asgi.deploy.plugins.plugin_utils import pins
 
 HASH_A = "a" * 64
 LOCK = f"""# header
@@ -26,8 +26,8 @@ def write(tmp_path, text, name="requirements.lock"):
 
 
 def test_a_lock_is_read_with_names_canonical_markers_and_every_hash_and_its_index_lines(tmp_path):
-    pins, options = locks.parse_requirements(write(tmp_path, LOCK))
-    fastapi, uvloop = pins[:2]
+    found, options = pins.parse_requirements(write(tmp_path, LOCK))
+    fastapi, uvloop = found[:2]
     assert fastapi == {"name": "fastapi", "version": "0.165.0", "extras": [], "marker": "", "hashes": [HASH_A]}
     assert uvloop["marker"] == 'sys_platform != "win32"' and len(uvloop["hashes"]) == 2
     assert options == [
@@ -38,10 +38,10 @@ def test_a_lock_is_read_with_names_canonical_markers_and_every_hash_and_its_inde
 
 
 def test_markers_are_judged_for_each_target_host_never_the_controller(tmp_path):
-    lock = locks.read_lock(write(tmp_path, LOCK))
+    lock = pins.read_pins(write(tmp_path, LOCK))
 
     def names(target):
-        return [p["name"] for p in locks.select(lock, target)]
+        return [p["name"] for p in pins.select(lock, target)]
 
     assert names(X86) == ["fastapi", "uvloop"]  # Debian 12's 3.11.2 is older than 3.11.4
     assert names({**X86, "full": "3.11.7"}) == ["fastapi", "uvloop", "greenlet"]
@@ -59,8 +59,8 @@ def test_markers_are_judged_for_each_target_host_never_the_controller(tmp_path):
     ],
 )
 def test_a_lock_that_cannot_make_a_release_is_refused_naming_why(tmp_path, text, problem):
-    with pytest.raises(locks.BadInput, match=problem):
-        locks.parse_requirements(write(tmp_path, text))
+    with pytest.raises(pins.BadInput, match=problem):
+        pins.parse_requirements(write(tmp_path, text))
 
 
 SERVER = "".join(
@@ -74,16 +74,16 @@ SERVER = "".join(
 
 
 def test_a_lock_whose_markers_leave_the_server_stack_out_for_a_host_is_refused_for_that_host(tmp_path):
-    lock = locks.read_lock(write(tmp_path, SERVER))
-    locks.check_server_stack(lock["pins"], "uvicorn_worker.UvicornWorker", "l")  # every package is there
+    lock = pins.read_pins(write(tmp_path, SERVER))
+    pins.check_server_stack(lock["pins"], "uvicorn_worker.UvicornWorker", "l")  # every package is there
     with pytest.raises(
-        locks.BadInput, match=r"leave out gunicorn, uvicorn-worker, uvicorn for Python 3\.11\.2 on x86_64"
+        pins.BadInput, match=r"leave out gunicorn, uvicorn-worker, uvicorn for Python 3\.11\.2 on x86_64"
     ):
-        locks.check_server_stack(locks.select(lock, X86), "uvicorn_worker.UvicornWorker", "l", X86)
+        pins.check_server_stack(pins.select(lock, X86), "uvicorn_worker.UvicornWorker", "l", X86)
 
 
 def test_platform_tags_cover_every_manylinux_up_to_the_host_glibc():
-    tags = locks.platform_tags("x86_64", "2.36")
+    tags = pins.platform_tags("x86_64", "2.36")
     assert tags[0] == "manylinux_2_36_x86_64"
     assert "manylinux_2_17_x86_64" in tags and "manylinux2014_x86_64" in tags
     assert "manylinux_2_37_x86_64" not in tags
@@ -107,11 +107,11 @@ PYLOCK = (
 
 
 def test_a_pylock_is_read_with_packaging_and_selected_for_each_target(tmp_path):
-    lock = locks.read_lock(write(tmp_path, PYLOCK, "pylock.toml"))
+    lock = pins.read_pins(write(tmp_path, PYLOCK, "pylock.toml"))
     assert [p["name"] for p in lock["pins"]] == ["gunicorn", "uvloop", "pytest"]  # the project itself left out
-    chosen = locks.select(lock, X86)
+    chosen = pins.select(lock, X86)
     assert [p["name"] for p in chosen] == ["gunicorn", "uvloop"]  # the dev group is not for production
-    assert locks.requirement_lines(chosen).splitlines()[1].startswith("uvloop==0.23.0 --hash=sha256:")
+    assert pins.requirement_lines(chosen).splitlines()[1].startswith("uvloop==0.23.0 --hash=sha256:")
 
 
 def test_a_pylock_package_without_hashed_wheels_is_refused(tmp_path):
@@ -121,13 +121,13 @@ def test_a_pylock_package_without_hashed_wheels_is_refused(tmp_path):
         + "a" * 64
         + '" } }\n'
     )
-    with pytest.raises(locks.BadInput, match="gunicorn has no pinned version with hashed wheels"):
-        locks.read_lock(write(tmp_path, text, "pylock.toml"))
+    with pytest.raises(pins.BadInput, match="gunicorn has no pinned version with hashed wheels"):
+        pins.read_pins(write(tmp_path, text, "pylock.toml"))
 
 
 def test_a_requirements_lock_is_used_as_it_is(tmp_path):
     lock = write(tmp_path, LOCK)
-    assert locks.export_lock(lock, tmp_path / "cache") == lock
+    assert pins.export_lock(lock, tmp_path / "cache") == lock
 
 
 def test_a_uv_lock_exports_where_its_wheels_come_from(tmp_path):
@@ -142,9 +142,9 @@ def test_a_uv_lock_exports_where_its_wheels_come_from(tmp_path):
         '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.11"\ndependencies = ["tinypkg"]\n'
         f'[tool.uv]\nno-index = true\nfind-links = ["{links}"]\npackage = false\n'
     )
-    uv = locks.shutil.which("uv") or str(locks.Path(locks.sys.executable).with_name("uv"))
-    locks.subprocess.run([uv, "lock", "--quiet", "--project", str(project)], check=True)
-    exported = locks.export_lock(project / "uv.lock", tmp_path / "cache").read_text()
+    uv = pins.shutil.which("uv") or str(pins.Path(pins.sys.executable).with_name("uv"))
+    pins.subprocess.run([uv, "lock", "--quiet", "--project", str(project)], check=True)
+    exported = pins.export_lock(project / "uv.lock", tmp_path / "cache").read_text()
     assert f"--find-links {links}" in exported and "tinypkg==1.0" in exported
 
 
