@@ -116,15 +116,20 @@ def fleet_version(names=HOSTS):
     return version
 
 
+LOAD_RATE = 60
+
+
 @pytest.fixture(scope="module")
 def load():
     """Loopback load on every host for the whole module; the report is written at the end."""
-    with Load([f"http://127.0.0.1:{port}" for port in PORTS.values()], users=6, rate=90, timeout=15) as running:
+    # 20 requests a second per host, each on a fresh connection, for the whole module: every fault meets requests
+    # in flight, and the load (the generator and the apps serving it) leaves CPU for the faults themselves.
+    with Load([f"http://127.0.0.1:{port}" for port in PORTS.values()], users=6, rate=LOAD_RATE, timeout=15) as running:
         _wait_for(lambda: len(running.records) > 30, what="load on every host")
         yield running
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(
-        json.dumps({"conditions": {"hosts": HOSTS, "users": 6, "rate_per_s": 90}, "cases": CASES}, indent=2)
+        json.dumps({"conditions": {"hosts": HOSTS, "users": 6, "rate_per_s": LOAD_RATE}, "cases": CASES}, indent=2)
     )
 
 
