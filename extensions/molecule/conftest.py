@@ -189,19 +189,23 @@ class Background:
         """SIGKILL the playbook and every process it started (never anything else).
 
         Ansible forks a worker per task and host: one forked between a listing and the kill would outlive
-        it (orphaned, out of reach). So every process is stopped first, until a listing finds nothing new
-        and all of them stopped; then all are killed."""
-        victims = [self.proc.pid]
+        it (orphaned, out of reach, blocked on a pipe nobody reads). So every process is stopped first; a
+        listing counts only once every process found before it has stopped (a stopped process forks
+        nothing), and the stopping goes on until such a listing finds nothing new; then all are killed."""
+        victims = {self.proc.pid}
         deadline = time.monotonic() + 30
         while True:
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
-            found = [self.proc.pid, *Systemd(run=None).descendants(self.proc.pid)]
-            if set(found) <= set(victims) and all(state(pid) in ("T", "Z", "") for pid in victims):
+            assert time.monotonic() < deadline, f"could not stop the run's processes: {sorted(victims)}"
+            if not all(state(pid) in ("T", "Z", "") for pid in victims):
+                continue
+            found = {self.proc.pid, *Systemd(run=None).descendants(self.proc.pid)}
+            if found <= victims:
                 break
-            assert time.monotonic() < deadline, f"could not stop the run's processes: {found}"
-            victims = sorted(set(victims) | set(found))
+            victims |= found
+        victims = sorted(victims)
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
