@@ -5,6 +5,8 @@
                        then docs/benchmarks.md and its plots (bench/report.py)
     make bench-quick   CI: one host, handover and restart under load; exits 1 on
                        any failed request (build/bench/quick.json)
+    bench/run.py --speed   the engine's cost only: deploy, no-change and rollback
+                       on 3 and 9 hosts, controller CPU per host (build/bench/speed.json)
 
 The benchmarks run on their own lab (LAB_NAME=bench tools/lab.sh: containers
 bench-web1..N over SSH on 127.0.0.1), deploy the reference app with the
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build/bench"
 RESULTS = ROOT / "bench/results/latest.json"
 QUICK_RESULTS = WORK / "quick.json"
+SPEED_RESULTS = WORK / "speed.json"
 SSH_BASE, HTTP_BASE, SECOND_BASE = 2230, 8090, 8190
 # The collection as it was before slots (<app>.service and <app>-next.service): the layout compared with slots.
 BEFORE_SLOTS = "06c0332ae2f53addaf3ced24c80094be61b14e32"
@@ -652,16 +655,31 @@ def targets(results: dict) -> list[dict]:
     return found
 
 
+def speed_report(results: dict, began: float) -> int:
+    results["bench_wall_s"] = round(time.monotonic() - began, 1)
+    SPEED_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    SPEED_RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    for n, runs in results["deploy_speed"].items():
+        for run in ("empty_playbook", "deploy", "no_change", "rollback"):
+            r = runs[run]
+            print(f"  {n} hosts {run}: {r['wall_s']} s, CPU {r['cpu_s']} s, {r['tasks_per_host']} tasks per host")
+    for run in ("deploy", "no_change", "rollback"):
+        print(f"  controller CPU per host, {run}: {results['controller_cpu'][run]['per_host_s']} s")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CI: one host, handover and restart only")
+    parser.add_argument("--speed", action="store_true", help="deploy speed and controller CPU on 3 and 9 hosts only")
     parser.add_argument("--keep-lab", action="store_true", help="leave the bench lab running afterwards")
     args = parser.parse_args()
     began = time.monotonic()
     hosts = 1 if args.quick else HOSTS
     lab = Lab(hosts)
+    mode = "quick" if args.quick else "speed" if args.speed else "full"
     results: dict = {
-        "mode": "quick" if args.quick else "full",
+        "mode": mode,
         "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
         "conditions": {
@@ -677,6 +695,11 @@ def main() -> int:
         log(f"first deploy on {hosts} host(s)")
         first = lab.playbook("playbooks/deploy.yml", hosts, version=lab.next_version(), serial=hosts)
         results["first_deploy"] = {**first, "hosts": hosts, "serial": hosts}
+        if args.speed:
+            results["deploy_speed"] = {str(n): deploy_speed(lab, n) for n in (3, HOSTS)}
+            results["controller_cpu"] = cpu_per_host(results["deploy_speed"], "3", str(HOSTS))
+            log(f"controller CPU: {results['controller_cpu']}")
+            return speed_report(results, began)
         steady_s, tail_s = (4, 3) if args.quick else (8, 4)
         strategies = ["handover", "restart"] if args.quick else ["handover", "restart", "hup", "plain"]
         results["zero_downtime"] = {s: zero_downtime(lab, s, steady_s, tail_s) for s in strategies}
