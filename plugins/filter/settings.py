@@ -69,12 +69,21 @@ def secret_files(secrets, via="credentials"):
     return {f"credentials/{name}": {"content": str(value), "secret": True} for name, value in secrets.items()}
 
 
+def settings_with_id(files, placeholder, settings_id):
+    """A settings set rendered with ``placeholder`` for its id, with the id of one host's set in its place."""
+    return {
+        name: {**spec, "content": str(spec["content"]).replace(placeholder, settings_id)}
+        for name, spec in files.items()
+    }
+
+
 class FilterModule:
     def filters(self):
         return {
             "systemd_environment_file": systemd_environment_file,
             "unit_environment": unit_environment,
             "secret_files": secret_files,
+            "settings_with_id": settings_with_id,
             "hook": hook,
             "layout": layout,
         }

@@ -41,3 +41,16 @@ def test_the_roles_get_unit_names_and_paths_from_their_one_owner():
     assert layout["probes"]["blue"] == "/run/billing-blue-probe.sock"
     assert layout["units"]["app"] == "billing.service" and layout["slots"] == ["blue", "green"]
     assert layout["settings_root"] == "/etc/asgi-deploy/billing/settings"
+
+
+def test_a_set_rendered_once_gets_each_hosts_id_in_every_file_and_keeps_the_modes():
+    rendered = {
+        "gunicorn.conf.py": {"content": "# settings set ID-HERE\n"},
+        "units/demo-blue.service": {"mode": "0644", "content": "ExecStart=gunicorn --config /etc/s/ID-HERE/g.py\n"},
+    }
+    filled = settings.settings_with_id(rendered, "ID-HERE", "0123abcd")
+    assert filled == {
+        "gunicorn.conf.py": {"content": "# settings set 0123abcd\n"},
+        "units/demo-blue.service": {"mode": "0644", "content": "ExecStart=gunicorn --config /etc/s/0123abcd/g.py\n"},
+    }
+    assert "ID-HERE" in rendered["gunicorn.conf.py"]["content"]
