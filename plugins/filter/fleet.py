@@ -10,16 +10,15 @@ from __future__ import annotations
 from ansible_collections.asgi.deploy.plugins.plugin_utils import fleet
 
 
-def rollback_moves(states, order, version="", release=""):
+def rollback_round(hosts, hostvars, key, run, version="", release="", started=0.0):
+    """After a rollback's one round trip (the lock module with no release, registered as ``key``): see
+    fleet.rollback_round. A fleet with no release to go to comes back as ``{error}`` (every host's lock to release)."""
+    results = {h: dict(hostvars[h].get(key) or {}) for h in hosts}
     try:
-        return fleet.rollback_moves(list(order), dict(states), str(version or ""), str(release or ""))
+        return fleet.rollback_round(list(hosts), results, str(run), str(version or ""), str(release or ""),
+                                    float(started or 0))  # fmt: skip
     except fleet.FleetError as exc:
-        return {
-            "error": f"rollback: {exc}",
-            "pending": [],
-            "anchor": "",
-            "moves": {h: {"pending": False} for h in order},
-        }
+        return {"error": f"rollback: {exc}"}
 
 
 def lock_round(hosts, hostvars, key, run, release, started=0.0):
@@ -97,7 +96,7 @@ def verify_failed(hosts, hostvars, key):
 class FilterModule:
     def filters(self):
         return {
-            "rollback_moves": rollback_moves,
+            "rollback_round": rollback_round,
             "lock_round": lock_round,
             "lock_message": lock_message,
             "status_lines": status_lines,

@@ -56,7 +56,10 @@ options:
     type: str
     default: ""
   release:
-    description: The release the run ships, recorded in the lock (pruning never removes it).
+    description:
+      - The release the run ships, recorded in the lock (pruning never removes it).
+      - With O(state=needed), none (a rollback, whose target every host's history decides, read under the locks)
+        counts every host as needing a change.
     type: str
     default: ""
   controller:
@@ -361,6 +364,9 @@ def assessed(module, app, systemd):
     """The host read and assessed against the run's release and settings (the one assessment)."""
     p = module.params
     state = read_state(app, systemd, module.run_command, p["python"])
+    if not p["release"]:
+        state["assessment"] = {"needed": True, "reasons": []}
+        return state
     wanted = ""
     if p["settings_public"]:
         state["settings_id"] = keyed_id(module, app, state)
@@ -404,7 +410,8 @@ def where_needed(module, app, systemd):
             # A dead (or named) run's lock on a host this run does not change: cleared, naming it.
             cleared = unlock(app, p["run"], actor=p["actor"], host=p["host"], force=replace, reason=p["reason"])[0]
         module.exit_json(changed=cleared, forced=cleared, host_state=state, **done)
-    state["space"] = fits(module, app, state)
+    if p["release"]:
+        state["space"] = fits(module, app, state)
     if module.check_mode:
         live = holder if holder and not ours(holder, p["run"], process(p)) and holder.get("run") != replace else None
         # Would be locked (unless another run holds it): what follows shows, in check mode, what it would do.

@@ -218,6 +218,20 @@ def rollback_moves(order, states, version="", release=""):
     return {**plan, "moves": moves, "anchor": anchor, "pending": [h for h in order if moves[h]["pending"]]}
 
 
+def rollback_round(order, results, run, version="", release="", started=0.0):
+    """A rollback after its one round trip, each host read under this run's lock (asgi.deploy.lock with no
+    release): where the fleet goes, from every host's history (``rollback_moves``: ``target``, ``message``), and
+    which of two runs goes on (``lock_round``, over the hosts that move). The hosts this run locked that are on the
+    target already are ``unneeded``: released at once."""
+    states = {h: dict(results[h]["host_state"]) for h in order if (results.get(h) or {}).get("host_state")}
+    plan = rollback_moves(order, states, version, release)
+    moving = set(plan["pending"])
+    locks = lock_round(order, {h: results.get(h) for h in order if h in moving}, run, plan["target"], started)
+    moves = {h: {**locks["moves"][h], "reasons": plan["moves"][h]["reasons"]} for h in order}
+    unneeded = [h for h in order if (results.get(h) or {}).get("locked") and h not in moving]
+    return {**locks, "moves": moves, "target": plan["target"], "message": plan["message"], "unneeded": unneeded}
+
+
 # -- locks ----------------------------------------------------------------------------------
 
 

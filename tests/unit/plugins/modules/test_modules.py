@@ -141,6 +141,24 @@ def test_lock_where_needed_leaves_a_host_that_needs_nothing_unlocked_and_clears_
     assert not kept["changed"] and locking.read_lock(app)["run"] == "dead2"
 
 
+def test_a_rollback_locks_every_host_it_reads_since_the_fleets_histories_choose_its_target(
+    app, host, capsys, monkeypatch
+):
+    monkeypatch.setattr(handover, "Gate", functools.partial(Gate, get=host.get, sleep=lambda s: None))
+    make_release(app, OLD)
+    make_release(app, NEW)
+    stage_settings(app, "1" * 32)
+    locked(app, "r0")
+    assert run(handover, capsys, **base(app), settings="1" * 32, run="r0", release=NEW, unlock=True)["rc"] == 0
+    # A deploy of the live release needs nothing here; a rollback (no release yet) locks and reads under the lock.
+    assert not needed(app, capsys)["locked"]
+    back = needed(app, capsys, release="", operation="rollback")
+    assert back["locked"] and back["host_state"]["live"] == NEW and "space" not in back["host_state"]
+    assert locking.read_lock(app)["run"] == "r1" and locking.read_lock(app)["operation"] == "rollback"
+    held = needed(app, capsys, run="r2", release="", operation="rollback")
+    assert not held["locked"] and held["held_by"]["run"] == "r1"
+
+
 def test_lock_waits_for_a_hook_an_earlier_run_left_running_and_stops_only_the_forced_runs(app, host, capsys):
     mine, theirs = "asgi-hook-demo-before-switch.service", "asgi-hook-demo-exec.service"
     host.transient += [mine, theirs]

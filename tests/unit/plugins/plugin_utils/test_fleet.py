@@ -179,10 +179,29 @@ def test_a_previous_release_that_was_pruned_somewhere_is_refused():
         rollback_plan(states)
 
 
-def test_rollback_moves_have_the_shape_of_a_deploys():
-    states = {h: host("2-x", "1-x", history=deployed("1-x", "2-x")) for h in ("a", "b")}
-    moves = fleet.rollback_moves(["b", "a"], states)
-    assert moves["anchor"] == "b" and moves["moves"]["a"]["release"] == "1-x" and moves["moves"]["a"]["pending"]
+def test_a_rollback_reads_every_host_under_its_lock_moves_those_not_on_the_target_and_frees_the_others():
+    history = deployed("1-x", "2-x")
+    back, there = host("2-x", "1-x", history=history), host("1-x", "2-x", history=history)
+    results = {
+        h: {"locked": True, "held_by": None, "host_state": s} for h, s in (("b", back), ("a", back), ("c", there))
+    }
+    found = fleet.rollback_round(["b", "a", "c"], results, "000000000200bbbb")
+    assert found["target"] == "1-x" and found["pending"] == ["b", "a"] and found["unneeded"] == ["c"]
+    assert found["moves"]["a"] == {"release": "1-x", "pending": True, "reasons": ["release 2-x -> 1-x"]}
+    assert not found["moves"]["c"]["pending"] and found["yield_to"] is None
+    assert found["message"].startswith("rollback: every host goes to 1-x") and "already there: c" in found["message"]
+    # A host a run that started earlier holds, and that must move, makes this rollback yield to it.
+    results["a"] = {"locked": False, "held_by": {"run": "000000000100aaaa"}, "host_state": back}
+    assert fleet.rollback_round(["b", "a", "c"], results, "000000000200bbbb")["yield_to"] == {"run": "000000000100aaaa"}
+    # ...but not one that needs no move.
+    results["a"], results["c"] = (
+        results["c"],
+        {"locked": False, "held_by": {"run": "000000000100aaaa"}, "host_state": there},
+    )
+    calm = fleet.rollback_round(["b", "a", "c"], results, "000000000200bbbb")
+    assert calm["yield_to"] is None and calm["pending"] == ["b"] and calm["unneeded"] == ["a"]
+    with pytest.raises(FleetError, match="asgi_version"):
+        fleet.rollback_round(["a"], {"a": {"locked": True, "host_state": host("2-x")}}, "000000000200bbbb")
 
 
 def test_the_status_table_fits_its_data_and_says_what_needs_a_look():
