@@ -208,28 +208,21 @@ def rollback_plan(states, version="", release=""):
     }
 
 
-def rollback_moves(order, states, version="", release=""):
-    """A rollback's moves, in the shape of ``deploy_moves``, with the plan's ``target``, ``why`` and ``message``."""
-    plan = rollback_plan(states, version, release)
-    moves = {h: {"release": plan["target"], "pending": h in plan["pending"], "reasons": []} for h in order}
-    for host in plan["pending"]:
-        moves[host]["reasons"] = ["release {} -> {}".format(states[host].get("live") or "none", plan["target"])]
-    anchor = next((h for h in order if moves[h]["pending"]), "")
-    return {**plan, "moves": moves, "anchor": anchor, "pending": [h for h in order if moves[h]["pending"]]}
-
-
 def rollback_round(order, results, run, version="", release="", started=0.0):
     """A rollback after its one round trip, each host read under this run's lock (asgi.deploy.lock with no
-    release): where the fleet goes, from every host's history (``rollback_moves``: ``target``, ``message``), and
+    release): where the fleet goes, from every host's history (``rollback_plan``: ``target``, ``message``), and
     which of two runs goes on (``lock_round``, over the hosts that move). The hosts this run locked that are on the
     target already are ``unneeded``: released at once."""
     states = {h: dict(results[h]["host_state"]) for h in order if (results.get(h) or {}).get("host_state")}
-    plan = rollback_moves(order, states, version, release)
+    plan = rollback_plan(states, version, release)
     moving = set(plan["pending"])
     locks = lock_round(order, {h: results.get(h) for h in order if h in moving}, run, plan["target"], started)
-    moves = {h: {**locks["moves"][h], "reasons": plan["moves"][h]["reasons"]} for h in order}
+    for host in moving:
+        locks["moves"][host]["reasons"] = [
+            "release {} -> {}".format(states[host].get("live") or "none", plan["target"])
+        ]
     unneeded = [h for h in order if (results.get(h) or {}).get("locked") and h not in moving]
-    return {**locks, "moves": moves, "target": plan["target"], "message": plan["message"], "unneeded": unneeded}
+    return {**locks, "target": plan["target"], "message": plan["message"], "unneeded": unneeded}
 
 
 # -- locks ----------------------------------------------------------------------------------
