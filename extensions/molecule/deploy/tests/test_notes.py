@@ -84,7 +84,8 @@ def runs(playbook):
         return _RUNS
     phases = [
         ("first deploy 1.0.0 (uv.lock)", DEPLOY, notes("1.0.0")),
-        ("deploy 2.0.0 (pylock.toml), handover", DEPLOY, notes("2.0.0")),
+        # Its after-deploy hook is a command: it runs under the deploy lock, taken again after the last handover.
+        ("deploy 2.0.0 (pylock.toml), handover", DEPLOY, notes("2.0.0", asgi_after_deploy="python -c 'import notes'")),
         # One host at a time (a rollback's default is every host at once): here the hosts share two cores, and
         # three instances importing the app at once is this lab's contention, not a handover's.
         (
@@ -212,18 +213,21 @@ def test_the_hooks_ran_as_the_app_in_order_and_the_audit_says_each_result(runs):
     for phase in ("first deploy 1.0.0 (uv.lock)", "deploy 2.0.0 (pylock.toml), handover", "rollback to 1.0.0"):
         assert runs[phase]["rc"] == 0, runs[phase]["said"][-3000:]
     for name in HOSTS:
+        # 2.0.0's after-deploy command ran once, after the last batch, on its first host (serial 1: the last host).
+        after_deploy = [("after_deploy", "2.0.0", "success")] if name == HOSTS[-1] else []
         assert hook_lines(name) == [
             ("before_switch", "1.0.0", "success"),
             ("after_switch", "1.0.0", "success"),
             ("before_switch", "2.0.0", "success"),
             ("after_switch", "2.0.0", "success"),
+            *after_deploy,
             # The down-migration runs from the release being left: only it knows its schema.
             ("rollback_before_switch", "2.0.0", "success"),
             ("after_switch", "1.0.0", "success"),
             ("before_switch", "2.0.0", "failed"),
         ], name
-    # The after-deploy hook (a task file) ran once per successful deploy, never for a rollback or a failed one.
-    assert [line.split()[1].split("-")[0] for line in NOTIFIED.read_text().splitlines()] == ["1.0.0", "2.0.0"]
+    # The after-deploy hook as a task file (1.0.0's) ran once, never for a rollback or a failed deploy.
+    assert [line.split()[1].split("-")[0] for line in NOTIFIED.read_text().splitlines()] == ["1.0.0"]
 
 
 def test_a_failing_migration_stops_the_deploy_before_any_host_switches(runs):
