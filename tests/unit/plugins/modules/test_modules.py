@@ -119,15 +119,20 @@ def test_lock_where_needed_reads_assesses_and_locks_only_a_host_that_needs_a_cha
     locking.unlock(app, "r2")
 
 
-def test_lock_where_needed_leaves_a_host_that_needs_nothing_unlocked_and_clears_a_dead_runs_lock(
-    app, host, capsys, monkeypatch
-):
+def live_on_new(app, host, capsys, monkeypatch):
+    """A host that runs NEW (OLD kept), handed over by a run that has finished and let go of its lock."""
     monkeypatch.setattr(handover, "Gate", functools.partial(Gate, get=host.get, sleep=lambda s: None))
     make_release(app, OLD)
     make_release(app, NEW)
     stage_settings(app, "1" * 32)
     locked(app, "r0")
     assert run(handover, capsys, **base(app), settings="1" * 32, run="r0", release=NEW, unlock=True)["rc"] == 0
+
+
+def test_lock_where_needed_leaves_a_host_that_needs_nothing_unlocked_and_clears_a_dead_runs_lock(
+    app, host, capsys, monkeypatch
+):
+    live_on_new(app, host, capsys, monkeypatch)
     quiet = needed(app, capsys)
     assert quiet["rc"] == 0 and not quiet["locked"] and not quiet["changed"] and not os.path.exists(app.lock)
     # A lock of this controller whose process is gone (its PID not among the live ones) on a host that needs nothing.
@@ -144,12 +149,7 @@ def test_lock_where_needed_leaves_a_host_that_needs_nothing_unlocked_and_clears_
 def test_a_rollback_locks_every_host_it_reads_since_the_fleets_histories_choose_its_target(
     app, host, capsys, monkeypatch
 ):
-    monkeypatch.setattr(handover, "Gate", functools.partial(Gate, get=host.get, sleep=lambda s: None))
-    make_release(app, OLD)
-    make_release(app, NEW)
-    stage_settings(app, "1" * 32)
-    locked(app, "r0")
-    assert run(handover, capsys, **base(app), settings="1" * 32, run="r0", release=NEW, unlock=True)["rc"] == 0
+    live_on_new(app, host, capsys, monkeypatch)
     # A deploy of the live release needs nothing here; a rollback (no release yet) locks and reads under the lock.
     assert not needed(app, capsys)["locked"]
     back = needed(app, capsys, release="", operation="rollback")
