@@ -3,6 +3,10 @@
 #
 #   tools/locks.sh compile   re-resolve every lock from its .in file
 #   tools/locks.sh check     fail if a lock no longer matches its .in file
+#   tools/locks.sh move PACKAGE==VERSION OUT
+#                            the app's lock with that one package moved, in OUT:
+#                            a one-package lock change, as the bench and the
+#                            release tests ship one
 #
 # A check recompiles into a scratch copy of the lock: uv keeps every pin the
 # lock already has unless the input forbids it, so any difference means the
@@ -27,6 +31,7 @@ compile() {  # input output python [flags]
 
 mode=${1:-check}
 status=0
+if [ "$mode" = move ] && [ $# -ne 3 ]; then echo "usage: $0 move PACKAGE==VERSION OUT" >&2; exit 2; fi
 for entry in "${LOCKS[@]}"; do
   read -r input lock python flags <<<"$entry"
   [ -f "$input" ] || continue
@@ -49,7 +54,13 @@ for entry in "${LOCKS[@]}"; do
       fi
       rm -f "$scratch" "$scratch.diff"
       ;;
-    *) echo "usage: $0 compile|check" >&2; exit 2 ;;
+    move)
+      [ "$lock" = app/requirements.lock ] || continue
+      cp "$lock" "$3"
+      compile "$input" "$3" "$python" "${flags:-} --upgrade-package $2"
+      echo "locks: $3 is $lock with $2"
+      ;;
+    *) echo "usage: $0 compile|check|move" >&2; exit 2 ;;
   esac
 done
 exit "$status"

@@ -3,8 +3,8 @@
 """Action for asgi.deploy.release: the controller half of a host's build.
 
 Builds (or finds, by content) the offline wheelhouse for the host's Python and
-platform on the controller, ships it and the app wheel only when the host lacks
-them, then runs the module, all in one task.
+platform on the controller, ships the app wheel and the wheels the host's wheel
+store lacks, then runs the module, all in one task.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadInput, wheelhouse
+from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadInput, shipment, wheelhouse
 
 TARGET_KEYS = ("python", "full", "machine", "glibc", "sys_platform")
 
@@ -39,13 +39,13 @@ class ActionModule(ActionBase):
         }
         warnings = []
         kept = {r.get("id") for r in state.get("kept", []) if r.get("interpreter", True)}
-        transfers = {}
+        transfers, shipped = {}, {}
         if release["release_id"] not in kept and args.get("phase", "all") != "finish":
             house = self.wheelhouse(artifacts, state, supported)
             module_args.update(wheelhouse_key=house["key"], requirements=house["requirements"])
             warnings = house.get("warnings", [])
             if house["key"] not in state.get("wheelhouses", []):
-                transfers["wheelhouse_tarball"] = house["tarball"]
+                transfers["wheelhouse_tarball"], shipped["wheels"] = shipment(house, state.get("wheel_store", []))
             transfers["app_wheel"] = artifacts["app_wheel"]["path"]
         if transfers and not self._task.check_mode:
             tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
@@ -58,7 +58,12 @@ class ActionModule(ActionBase):
             self._fixup_perms2([tmpdir, *remote])
         result.update(self._execute_module("asgi.deploy.release", module_args=module_args, task_vars=task_vars))
         if transfers:
-            result["shipped"] = sorted(transfers)
+            house = transfers.get("wheelhouse_tarball")
+            result["shipped"] = {
+                "wheels": shipped.get("wheels", []),
+                "wheelhouse_bytes": os.path.getsize(house) if house else 0,
+                "app_wheel_bytes": os.path.getsize(transfers["app_wheel"]),
+            }
         if warnings:
             result["warnings"] = result.get("warnings", []) + warnings
         self._remove_tmp_path(self._connection._shell.tmpdir)

@@ -53,6 +53,7 @@ LINKS_ONLY_UNDER = "venv" + os.sep
 SOURCE_DATE_EPOCH = "315532800"
 IMPORT_PROBE = "asgi.deploy import check: "
 MANIFEST_FILE = "venv.sha256"
+SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BuildFailed(Exception):
@@ -69,14 +70,15 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def read_sums(directory):
+    """{wheel name: sha256} from a wheelhouse's SHA256SUMS."""
+    with open(os.path.join(directory, "SHA256SUMS"), encoding="utf-8") as stream:
+        return {name: digest for digest, name in (line.split(None, 1) for line in stream.read().splitlines())}
+
+
 def verify_sums(directory):
     """Every wheel listed in SHA256SUMS is there and matches; nothing else is there."""
-    listed = {}
-    with open(os.path.join(directory, "SHA256SUMS"), encoding="utf-8") as stream:
-        lines = stream.read().splitlines()
-    for line in lines:
-        digest, name = line.split(None, 1)
-        listed[name] = digest
+    listed = read_sums(directory)
     present = {n for n in os.listdir(directory) if n.endswith(".whl")}
     if present != set(listed):
         raise BuildFailed("wheelhouse", f"wheelhouse {directory} does not hold exactly the wheels its SHA256SUMS lists")
@@ -85,10 +87,15 @@ def verify_sums(directory):
             raise BuildFailed("wheelhouse", f"wheel {name} in {directory} does not match its SHA256SUMS (corrupt?)")
 
 
-def unpack_wheelhouse(tarball, target):
-    """Unpack a shipped wheelhouse tarball into ``target`` (atomically, by renaming a staging directory)."""
+def unpack_wheelhouse(tarball, target, store):
+    """Unpack a shipped wheelhouse into ``target`` (atomically, by renaming a staging directory).
+
+    The tarball holds the wheelhouse's SHA256SUMS and only the wheels the host's ``store`` lacked; the store keeps
+    every wheel once, by its sha256, and each wheelhouse is hard links into it, so a lock change ships only the
+    wheels it changes. Every wheel is checked against SHA256SUMS before a new one joins the store."""
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
+    os.makedirs(store, mode=0o755, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
     try:
         with tarfile.open(tarball) as tar:
@@ -99,14 +106,33 @@ def unpack_wheelhouse(tarball, target):
                 tar.extractall(staging, filter="data")
             else:  # members were checked above: plain files, no paths
                 tar.extractall(staging)  # noqa: S202
+        shipped = {n for n in os.listdir(staging) if n.endswith(".whl")}
+        sums = read_sums(staging)
+        for name in set(sums) - shipped:
+            stored = os.path.join(store, sums[name])
+            if not os.path.isfile(stored):
+                raise BuildFailed("wheelhouse", f"wheel {name} was neither shipped nor in the wheel store {store}")
+            if sha256_file(stored) != sums[name]:
+                # The host state lists it as held: gone, it is shipped again on the next run.
+                os.unlink(stored)
+                raise BuildFailed("wheelhouse", f"stored wheel {name} was corrupt and is removed: run again to ship it")
+            os.link(stored, os.path.join(staging, name))
         for name in os.listdir(staging):
             os.chmod(os.path.join(staging, name), 0o644)
         os.chmod(staging, 0o755)
         verify_sums(staging)
+        for name in shipped & set(sums):
+            with contextlib.suppress(FileExistsError):
+                os.link(os.path.join(staging, name), os.path.join(store, sums[name]))
         remove_tree(target)
         os.rename(staging, target)
     finally:
         remove_tree(staging)
+    # Now that the new wheelhouse links what it needs: a stored wheel whose only link is the store's own belonged to
+    # wheelhouses pruned since. (Not in prune: it runs before the build, and the host was sent only what it lacked.)
+    for name in os.listdir(store):
+        if SHA256_NAME.match(name) and os.lstat(os.path.join(store, name)).st_nlink == 1:
+            os.unlink(os.path.join(store, name))
 
 
 def install_uv(wheel, target_dir, version):

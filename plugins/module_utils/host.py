@@ -7,7 +7,8 @@ Layout (``base`` is ``/srv`` by default)::
     <base>/<app>/releases/<id>/{venv,dist,requirements.txt,release.json}
     <base>/<app>/current, previous         relative links to releases/<id>: the live release, the one before
     <base>/<app>/blue, green               relative links to releases/<id>: what each slot runs
-    <base>/<app>/wheels/<key>/             offline wheelhouses
+    <base>/<app>/wheels/<key>/             offline wheelhouses: hard links into the wheel store
+    <base>/<app>/wheel-store/<sha256>      every wheel the host holds, once, by content
     <base>/<app>/tools/uv-<version>/uv
     <base>/<app>/deploy.lock               JSON: who holds the host
     <base>/<app>/deploys.log               JSON lines: the audit log (0640)
@@ -170,6 +171,7 @@ class App:
         self.root = os.path.join(base_dir, name)
         self.releases = os.path.join(self.root, "releases")
         self.wheels = os.path.join(self.root, "wheels")
+        self.wheel_store = os.path.join(self.root, "wheel-store")
         self.tools = os.path.join(self.root, "tools")
         self.lock = os.path.join(self.root, "deploy.lock")
         self.audit = os.path.join(self.root, "deploys.log")

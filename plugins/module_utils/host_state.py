@@ -118,6 +118,7 @@ def read_state(app, systemd, run, python="/usr/bin/python3", now=None, full=True
             unfinished=unfinished,
             settings_sets=[d for d in _listdir(app.settings_root) if not d.startswith(".")],
             wheelhouses=[k for k in _listdir(app.wheels) if os.path.isfile(os.path.join(app.wheels, k, "SHA256SUMS"))],
+            wheel_store=_listdir(app.wheel_store),
             tools=[t for t in _listdir(app.tools) if os.path.isfile(os.path.join(app.tools, t, "uv"))],
             free_mb=free_mb(app.root),
             python=python_info(run, python),

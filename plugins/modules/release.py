@@ -30,9 +30,11 @@ description:
     round trip.
   - Before building, prunes to O(keep) releases (room made for the new one), unfinished releases, wheelhouses no kept
     release uses and staging leftovers; the targets of C(current), C(previous) and the slots' links and the release
-    the deploy lock names are always kept.
+    the deploy lock names are always kept. A new wheelhouse, once in place, drops the stored wheels no wheelhouse
+    links to any more.
   - Used through its action plugin, which builds the wheelhouse for the host's Python on the controller (once, by
-    content) and ships it and the app wheel only when the host lacks them.
+    content) and ships the app wheel and, when the host lacks the wheelhouse, the wheels its wheel store lacks (so a
+    one-package lock change sends one wheel).
   - Changes nothing unless O(run) holds the host's deploy lock.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
@@ -59,7 +61,10 @@ options:
     type: str
     default: ""
   wheelhouse_tarball:
-    description: Path on the host of the shipped wheelhouse tarball, when the host does not have it yet.
+    description:
+      - Path on the host of the shipped wheelhouse tarball, when the host does not have the wheelhouse yet.
+      - It holds the wheelhouse's C(SHA256SUMS) and the wheels missing from the host's wheel store
+        (C(<base>/<app>/wheel-store/<sha256>)); the others are linked from the store.
     type: path
   uv_version:
     description: Version of the uv wheel in the wheelhouse.
@@ -197,6 +202,14 @@ step:
   description: The build step that failed.
   returned: on failure
   type: str
+shipped:
+  description:
+    - What the action plugin sent the host (nothing when it had the release already).
+    - C(wheels) names the wheels in the wheelhouse tarball (the ones the host's wheel store lacked),
+      C(wheelhouse_bytes) and C(app_wheel_bytes) are the sizes of the files sent.
+  returned: when something was sent
+  type: dict
+  sample: {"wheels": ["click-8.5.0-py3-none-any.whl"], "wheelhouse_bytes": 106496, "app_wheel_bytes": 8192}
 pruned:
   description: Releases (C(removed)), wheelhouses (C(wheelhouses_removed)) and staging leftovers removed, and the
     releases C(kept).
@@ -419,7 +432,7 @@ def venv(module, app, made, wheels):
     if not p["wheelhouse_key"]:
         raise BuildFailed("input", "wheelhouse_key is required")
     if p["wheelhouse_tarball"]:
-        unpack_wheelhouse(p["wheelhouse_tarball"], wheels)
+        unpack_wheelhouse(p["wheelhouse_tarball"], wheels, app.wheel_store)
     elif not os.path.isfile(os.path.join(wheels, "SHA256SUMS")):
         raise BuildFailed(
             "wheelhouse", "wheelhouse {} is not on the host and none was shipped".format(p["wheelhouse_key"])

@@ -183,6 +183,11 @@ wheelhouses:
   returned: always
   type: list
   elements: str
+wheel_store:
+  description: The sha256 of every wheel in the host's wheel store (what a new wheelhouse need not ship again).
+  returned: always
+  type: list
+  elements: str
 tools:
   description: Installer versions unpacked on the host (C(uv-<version>)).
   returned: always

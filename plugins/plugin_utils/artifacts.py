@@ -57,7 +57,7 @@ except ImportError:  # pins.read_pins says what is missing, before anything here
     pass
 
 VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"
-__all__ = ["UVICORN_RANGE", "UVICORN_TESTED", "BadInput", "identify", "wheelhouse"]
+__all__ = ["UVICORN_RANGE", "UVICORN_TESTED", "BadInput", "identify", "shipment", "wheelhouse"]
 
 
 def sha256_file(path: Path) -> str:
@@ -188,15 +188,20 @@ def git_state(source: Path | None) -> dict:
     }
 
 
-def deterministic_tar(directory: Path, tarball: Path) -> None:
+def deterministic_tar(directory: Path, tarball: Path, names: list[str] | None = None) -> None:
+    """A tar of the files ``names`` (all) of ``directory``, the same bytes for the same files."""
     tmp = tarball.with_suffix(".tmp")
     with tarfile.open(tmp, "w") as tar:
-        for path in sorted(directory.iterdir()):
-            info = tar.gettarinfo(str(path), arcname=path.name)
+        for name in sorted(names if names is not None else (p.name for p in directory.iterdir())):
+            path = directory / name
+            info = tar.gettarinfo(str(path), arcname=name)
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
             info.mode = 0o644
             with path.open("rb") as stream:
                 tar.addfile(info, stream)
+        end = tar.offset + 2 * tarfile.BLOCKSIZE
+    # Up to the end-of-archive marker: the padding to a 10 KiB record after it is bytes shipped for nothing.
+    os.truncate(tmp, end)
     tmp.replace(tarball)
 
 
@@ -575,6 +580,22 @@ def wheelhouse(artifacts: dict, target: dict) -> dict:
         f"{house['requirements']}{artifacts['app_requirement']}"
     )
     return house
+
+
+def shipment(house: dict, stored: list[str]) -> tuple[str, list[str]]:
+    """The tarball a host gets for the wheelhouse ``house`` (from ``wheelhouse``) when its wheel store holds the
+    wheels ``stored`` (sha256s), and the wheels in it: SHA256SUMS and the wheels the host lacks."""
+    home = Path(house["path"])
+    lines = (home / "SHA256SUMS").read_text().splitlines()
+    sums = {name: digest for digest, name in (line.split(None, 1) for line in lines)}
+    missing = sorted(name for name, digest in sums.items() if digest not in set(stored))
+    if len(missing) == len(sums):
+        return house["tarball"], missing
+    tarball = home.parent / "{}-{}.tar".format(home.name, sha256_text(" ".join(missing))[:16])
+    with locked(home.parent):
+        if not tarball.is_file():
+            deterministic_tar(home, tarball, ["SHA256SUMS", *missing])
+    return str(tarball), missing
 
 
 def check_targets(artifacts: dict, targets: list[dict]) -> list[str]:

@@ -32,18 +32,67 @@ def wheelhouse_tar(path, files, sums=None):
 
 def test_a_wheelhouse_is_unpacked_whole_and_checked(tmp_path):
     target = tmp_path / "wheels/k1"
-    build.unpack_wheelhouse(wheelhouse_tar(tmp_path / "w.tar", {"a-1.0-py3-none-any.whl": b"wheel"}), str(target))
+    tarball = wheelhouse_tar(tmp_path / "w.tar", {"a-1.0-py3-none-any.whl": b"wheel"})
+    build.unpack_wheelhouse(tarball, str(target), str(tmp_path / "store"))
     assert sorted(os.listdir(target)) == ["SHA256SUMS", "a-1.0-py3-none-any.whl"]
     assert [n for n in os.listdir(tmp_path / "wheels") if n.startswith(".")] == []
+    assert os.listdir(tmp_path / "store") == [hashlib.sha256(b"wheel").hexdigest()]
 
 
-def test_a_corrupt_wheel_in_the_wheelhouse_is_refused_and_nothing_is_left(tmp_path):
+def test_a_wheelhouse_takes_the_wheels_it_was_not_sent_from_the_store_and_shares_them(tmp_path):
+    store = str(tmp_path / "store")
+    first = {"a-1.0-py3-none-any.whl": b"a1", "b-1.0-py3-none-any.whl": b"b1"}
+    build.unpack_wheelhouse(wheelhouse_tar(tmp_path / "1.tar", first), str(tmp_path / "wheels/k1"), store)
+    both = {"a-1.0-py3-none-any.whl": b"a1", "b-2.0-py3-none-any.whl": b"b2"}
+    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in both.items())
+    sent = {"b-2.0-py3-none-any.whl": b"b2"}
+    build.unpack_wheelhouse(wheelhouse_tar(tmp_path / "2.tar", sent, sums), str(tmp_path / "wheels/k2"), store)
+    assert sorted(os.listdir(tmp_path / "wheels/k2")) == ["SHA256SUMS", *sorted(both)]
+    kept = os.stat(tmp_path / "wheels/k1/a-1.0-py3-none-any.whl")
+    assert os.stat(tmp_path / "wheels/k2/a-1.0-py3-none-any.whl").st_ino == kept.st_ino
+    assert kept.st_nlink == 3
+    assert len(os.listdir(store)) == 3
+    # k1 pruned: the next wheelhouse put in place drops the stored wheels only k1 linked to (b 1.0), not a stranger.
+    build.remove_tree(str(tmp_path / "wheels/k1"))
+    with open(os.path.join(store, "notes"), "w") as stranger:
+        stranger.write("not a wheel")
+    build.unpack_wheelhouse(wheelhouse_tar(tmp_path / "3.tar", {}, sums), str(tmp_path / "wheels/k3"), store)
+    assert sorted(os.listdir(store)) == sorted([*(hashlib.sha256(d).hexdigest() for d in both.values()), "notes"])
+
+
+def test_a_wheel_neither_sent_nor_stored_fails_the_unpack_and_leaves_nothing(tmp_path):
+    sums = f"{hashlib.sha256(b'a1').hexdigest()}  a-1.0-py3-none-any.whl\n"
+    with pytest.raises(build.BuildFailed, match="neither shipped nor in the wheel store"):
+        build.unpack_wheelhouse(
+            wheelhouse_tar(tmp_path / "w.tar", {}, sums), str(tmp_path / "wheels/k1"), str(tmp_path / "store")
+        )
+    assert os.listdir(tmp_path / "wheels") == []
+
+
+def test_a_corrupt_stored_wheel_fails_the_unpack_once_and_is_shipped_again(tmp_path):
+    store = str(tmp_path / "store")
+    wheels = {"a-1.0-py3-none-any.whl": b"a1"}
+    build.unpack_wheelhouse(wheelhouse_tar(tmp_path / "1.tar", wheels), str(tmp_path / "wheels/k1"), store)
+    with open(tmp_path / "wheels/k1/a-1.0-py3-none-any.whl", "ab") as wheel:
+        wheel.write(b"x")  # the wheelhouse's link: the stored wheel is the same file
+    sums = f"{hashlib.sha256(b'a1').hexdigest()}  a-1.0-py3-none-any.whl\n"
+    with pytest.raises(build.BuildFailed, match="was corrupt and is removed: run again"):
+        build.unpack_wheelhouse(wheelhouse_tar(tmp_path / "2.tar", {}, sums), str(tmp_path / "wheels/k2"), store)
+    assert os.listdir(store) == []
+    build.unpack_wheelhouse(wheelhouse_tar(tmp_path / "3.tar", wheels), str(tmp_path / "wheels/k2"), store)
+    assert os.listdir(store) == [hashlib.sha256(b"a1").hexdigest()]
+
+
+def test_a_corrupt_wheel_in_the_wheelhouse_is_refused_and_kept_out_of_the_store(tmp_path):
     sums = "%s  a-1.0-py3-none-any.whl\n" % ("0" * 64)
     with pytest.raises(build.BuildFailed, match="does not match its SHA256SUMS"):
         build.unpack_wheelhouse(
-            wheelhouse_tar(tmp_path / "w.tar", {"a-1.0-py3-none-any.whl": b"wheel"}, sums), str(tmp_path / "wheels/k1")
+            wheelhouse_tar(tmp_path / "w.tar", {"a-1.0-py3-none-any.whl": b"wheel"}, sums),
+            str(tmp_path / "wheels/k1"),
+            str(tmp_path / "store"),
         )
     assert os.listdir(tmp_path / "wheels") == []
+    assert os.listdir(tmp_path / "store") == []
 
 
 def test_a_wheelhouse_member_with_a_path_is_refused(tmp_path):
@@ -51,7 +100,7 @@ def test_a_wheelhouse_member_with_a_path_is_refused(tmp_path):
         info = tarfile.TarInfo("../evil.whl")
         tar.addfile(info, io.BytesIO(b""))
     with pytest.raises(build.BuildFailed, match="unexpected member"):
-        build.unpack_wheelhouse(str(tmp_path / "w.tar"), str(tmp_path / "wheels/k1"))
+        build.unpack_wheelhouse(str(tmp_path / "w.tar"), str(tmp_path / "wheels/k1"), str(tmp_path / "store"))
 
 
 def test_uv_comes_out_of_its_wheel(tmp_path):

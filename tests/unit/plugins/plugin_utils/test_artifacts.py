@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -35,6 +36,27 @@ def test_wheelhouse_with_a_wheel_the_lock_does_not_allow_is_refused(tmp_path):
         ba.verify_wheelhouse(tmp_path, reqs)
     reqs[0]["hashes"].append(digest)
     ba.verify_wheelhouse(tmp_path, reqs)
+
+
+def test_a_host_is_sent_the_sums_and_only_the_wheels_its_store_lacks(tmp_path):
+    home = tmp_path / "wheelhouses/k1"
+    home.mkdir(parents=True)
+    wheels = {"a-1.0-py3-none-any.whl": b"a" * 3000, "b-2.0-py3-none-any.whl": b"b" * 5000}
+    for name, data in wheels.items():
+        (home / name).write_bytes(data)
+    sums = {name: hashlib.sha256(data).hexdigest() for name, data in wheels.items()}
+    (home / "SHA256SUMS").write_text("".join(f"{sums[n]}  {n}\n" for n in sorted(sums)))
+    full = tmp_path / "wheelhouses/k1.tar"
+    ba.deterministic_tar(home, full)
+    house = {"path": str(home), "tarball": str(full)}
+    assert ba.shipment(house, []) == (str(full), sorted(wheels))
+    tarball, sent = ba.shipment(house, [sums["a-1.0-py3-none-any.whl"], "f" * 64])
+    assert sent == ["b-2.0-py3-none-any.whl"]
+    with tarfile.open(tarball) as tar:
+        assert tar.getnames() == ["SHA256SUMS", "b-2.0-py3-none-any.whl"]
+    # The wheel, the sums and three 512-byte headers and end blocks: no padding to a 10 KiB record.
+    assert Path(tarball).stat().st_size == 5120 + 512 + 512 + 512 + 1024
+    assert ba.shipment(house, [sums["a-1.0-py3-none-any.whl"]]) == (tarball, sent)
 
 
 def fake_uv(tmp_path, monkeypatch):
