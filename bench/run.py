@@ -46,6 +46,7 @@ USERS = 4  # load threads, one fresh connection per request
 RATE = 200  # requests per second in all: steady traffic that leaves CPU for the deploy itself
 WORKERS = 2  # Gunicorn workers per host (the role's default)
 HOSTS = 9  # the lab's maximum: growth is measured at 1, 3 and 9 hosts
+MOVED = "click==8.5.0"  # a one-package lock change: the reference app's lock has click 8.5.1
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)", re.M)
 
 
@@ -80,6 +81,8 @@ class Lab:
 
     def up(self) -> float:
         began = time.monotonic()
+        # A bench lab left running (--keep-lab) holds earlier runs' releases and audit histories: start empty.
+        self.down()
         subprocess.run([ROOT / "tools/lab.sh", "up"], env={**env(), "LAB_HOSTS": str(self.hosts)}, check=True)
         WORK.mkdir(parents=True, exist_ok=True)
         hosts = "".join(
@@ -437,18 +440,40 @@ def cpu_per_host(speed: dict, small: str, large: str) -> dict:
     return found
 
 
-def shipped() -> dict:
-    """What a host is sent, from the controller's cache after the runs: the newest wheelhouse archive (a first
-    deploy, or a lock change) and the newest app wheel (every new release)."""
+def shipped(lab: Lab) -> dict:
+    """What a host is sent: the wheelhouse archive a first deploy ships and an app wheel (every new release), from
+    the controller's cache; then what a one-package lock change (MOVED) ships to each of 3 hosts, as the release
+    action accounts for it (tools/callbacks/asgi_shipped.py), against the size of the wheel that changed."""
     cache = Path.home() / ".cache/asgi.deploy/demo"
 
     def newest(pattern: str) -> Path:
         return max(cache.glob(pattern), key=lambda p: p.stat().st_mtime)
 
-    return {
+    found = {
         "wheelhouse_mb": round(newest("wheelhouses/*.tar").stat().st_size / 2**20, 1),
         "app_wheel_kb": round(newest("dist/*/*/*.whl").stat().st_size / 2**10, 1),
     }
+    lock, log_file = WORK / "moved.lock", WORK / "shipped.jsonl"
+    subprocess.run([ROOT / "tools/locks.sh", "move", MOVED, lock], cwd=ROOT, env=env(), check=True)
+    log_file.unlink(missing_ok=True)
+    callback = {
+        "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "tools/callbacks"),
+        "ANSIBLE_CALLBACKS_ENABLED": "asgi_shipped",
+        "ASGI_SHIPPED_LOG": str(log_file),
+    }
+    lab.playbook("playbooks/deploy.yml", 3, version=lab.next_version(), asgi_lockfile=lock, env_extra=callback)
+    sent = [json.loads(line) for line in log_file.read_text().splitlines()]
+    changed = {name for host in sent for name in host["wheels"]}
+    changed_bytes = sum(newest(f"wheelhouses/*/{name}").stat().st_size for name in changed)
+    found["lock_change"] = {
+        "moved": MOVED,
+        "wheels_sent": sorted(changed),
+        "changed_wheels_kb": round(changed_bytes / 2**10, 1),
+        "wheelhouse_kb_per_host": round(max(host["wheelhouse_bytes"] for host in sent) / 2**10, 1),
+        "over_changed": round(max(host["wheelhouse_bytes"] for host in sent) / changed_bytes, 3),
+    }
+    log(f"shipped: {found}")
+    return found
 
 
 def reproducibility(lab: Lab) -> dict:
@@ -619,6 +644,9 @@ def targets(results: dict) -> list[dict]:
     if "serving" in results:
         value = results["serving"]["ratios_vs_uvicorn"]["gunicorn_uvicorn_worker"]
         check("Gunicorn+UvicornWorker req/s / standalone uvicorn", value, ">= 0.95", value >= 0.95)
+    if "lock_change" in results.get("shipped", {}):
+        value = results["shipped"]["lock_change"]["over_changed"]
+        check(f"bytes a one-package lock change ships / the changed wheel ({MOVED})", value, "<= 1.1", value <= 1.1)
     if "venv" in results:
         for kind in ("cold", "warm"):
             value = results["venv"][f"pip_over_uv_{kind}"]
@@ -655,6 +683,14 @@ def targets(results: dict) -> list[dict]:
     return found
 
 
+def speed(lab: Lab) -> dict:
+    """Deploy, no-change and rollback runs on 3 and HOSTS hosts, and the controller's CPU per host they imply."""
+    runs = {str(n): deploy_speed(lab, n) for n in (3, HOSTS)}
+    cpu = cpu_per_host(runs, "3", str(HOSTS))
+    log(f"controller CPU: {cpu}")
+    return {"deploy_speed": runs, "controller_cpu": cpu}
+
+
 def speed_report(results: dict, began: float) -> int:
     results["bench_wall_s"] = round(time.monotonic() - began, 1)
     SPEED_RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -670,8 +706,9 @@ def speed_report(results: dict, began: float) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CI: one host, handover and restart only")
-    parser.add_argument("--speed", action="store_true", help="deploy speed and controller CPU on 3 and 9 hosts only")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--quick", action="store_true", help="CI: one host, handover and restart only")
+    only.add_argument("--speed", action="store_true", help="deploy speed and controller CPU on 3 and 9 hosts only")
     parser.add_argument("--keep-lab", action="store_true", help="leave the bench lab running afterwards")
     args = parser.parse_args()
     began = time.monotonic()
@@ -696,20 +733,15 @@ def main() -> int:
         first = lab.playbook("playbooks/deploy.yml", hosts, version=lab.next_version(), serial=hosts)
         results["first_deploy"] = {**first, "hosts": hosts, "serial": hosts}
         if args.speed:
-            results["deploy_speed"] = {str(n): deploy_speed(lab, n) for n in (3, HOSTS)}
-            results["controller_cpu"] = cpu_per_host(results["deploy_speed"], "3", str(HOSTS))
-            log(f"controller CPU: {results['controller_cpu']}")
-            return speed_report(results, began)
+            return speed_report({**results, **speed(lab)}, began)
         steady_s, tail_s = (4, 3) if args.quick else (8, 4)
         strategies = ["handover", "restart"] if args.quick else ["handover", "restart", "hup", "plain"]
         results["zero_downtime"] = {s: zero_downtime(lab, s, steady_s, tail_s) for s in strategies}
         if not args.quick:
             results["serving"] = serving(lab, seconds=8, rounds=2)
             results["venv"] = venv(lab)
-            results["deploy_speed"] = {str(n): deploy_speed(lab, n) for n in (3, HOSTS)}
-            results["controller_cpu"] = cpu_per_host(results["deploy_speed"], "3", str(HOSTS))
-            log(f"controller CPU: {results['controller_cpu']}")
-            results["shipped"] = shipped()
+            results.update(speed(lab))
+            results["shipped"] = shipped(lab)
             results["reproducibility"] = reproducibility(lab)
             results["long_lived"] = long_lived(lab)
             results["layouts"] = layouts(lab)

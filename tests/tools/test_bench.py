@@ -133,7 +133,17 @@ def results():
         },
         "reproducibility": {"releases": {"1.1.0-a": {"hosts": 9, "rate": 1.0}}, "lowest_rate": 1.0},
         "growth": {"serial_1": {"3": 30, "9": 90}, "serial_all": {"3": 15, "9": 25}},
-        "shipped": {"wheelhouse_mb": 27.0, "app_wheel_kb": 8.0},
+        "shipped": {
+            "wheelhouse_mb": 27.0,
+            "app_wheel_kb": 8.0,
+            "lock_change": {
+                "moved": "click==8.5.0",
+                "wheels_sent": ["click-8.5.0-py3-none-any.whl"],
+                "changed_wheels_kb": 100.0,
+                "wheelhouse_kb_per_host": 104.0,
+                "over_changed": 1.04,
+            },
+        },
         "long_lived": {
             "hosts": 3,
             "held_websockets_per_host": 100,
@@ -206,6 +216,7 @@ def test_the_targets_are_the_issues_numbers_met_or_missed():
     assert not found["controller CPU per host, rollback (3 to 9 hosts)"]["met"]
     assert found["controller CPU per host, no-change deploy (3 to 9 hosts)"]["limit"] == "<= 0.15 s"
     assert found["hosts of one Python and platform building one release: same venv digest"]["met"]
+    assert found["bytes a one-package lock change ships / the changed wheel (click==8.5.0)"]["met"]
     assert found["deploy of 9 hosts / 3 hosts, serial = all"] == {
         "target": "deploy of 9 hosts / 3 hosts, serial = all",
         "value": 1.45,
@@ -237,6 +248,7 @@ def test_the_scale_model_takes_its_inputs_from_one_bench_run_and_prices_1000_hos
     fleet = scale.model(data, 1000)
     assert fleet["cpu_s"]["deploy"] == 500
     assert fleet["first_deploy_gb"] == 26.4 and fleet["new_release_mb"] == 7.8
+    assert fleet["lock_change_mb"] == 101.6  # 104 KB a host
     assert fleet["wall_min"]["serial: 1"] == round(1000 * 10 / 60, 1)
     text = scale.render(data, report.table)
     assert "| deploy | 0.5 | 0.0 | 50 | 500 |" in text
