@@ -56,7 +56,23 @@ WHY_MISSED = {
         "Both compile bytecode for every module, which the release module does at build time on purpose (releases "
         "are read-only, nothing may be compiled at runtime), and pip's time includes bootstrapping pip into the venv "
         "(`python -m venv`). The lock is small (23 packages), so fixed costs weigh more than they would on a large "
-        "one; the ratio stands as measured."
+        "one. A new release with the same lock still builds its venv whole: reusing the previous release's files "
+        "is not built, because a venv is not relocatable (its scripts' shebangs, its `RECORD` files and every "
+        "`.pyc`'s source path name the release's own directory), so linking them would need rewriting each and "
+        "proving the result byte-identical with a build from scratch."
+    ),
+    "collection files a deploy": (
+        "A deploy reads, on the controller, every file of the four roles it imports (defaults, argument specs, "
+        "meta, vars), the task files of its stages, the settings set's templates and the console and Gunicorn "
+        "helpers it ships, the action and filter plugins it runs with their plugin_utils, and every module_utils "
+        "its three modules import (packed into each module for the host). The list is in "
+        "`bench/results/latest.json` (`shape.files`). Reaching 30 would mean merging module_utils and roles, "
+        "files that each hold one concern today."
+    ),
+    "plugin Python lines": (
+        "Engine v2 added code that was not there when the issue was filed: the job slices (the controller's "
+        "processes and their locks), the settings set rendered once per run, the rollback's round trip, and the "
+        "wheel store (the host's half in `module_utils/build.py`, the controller's in `plugin_utils/artifacts.py`)."
     ),
     "no-change deploy / empty playbook": (
         "A no-change deploy makes one round trip per host, like the empty playbook, but also checks every option "
@@ -75,7 +91,11 @@ WHY_MISSED = {
     "deploy of": (
         "Hosts of one batch build and hand over in parallel, but here every host is a container on the same two "
         "cores, and the controller's own CPU grows with the hosts too: nine hosts build nine venvs and start nine "
-        "Gunicorns on two cores. On real hosts each brings its own cores and only the controller's share grows."
+        "Gunicorns on two cores. On real hosts each brings its own cores and only the controller's share grows. "
+        "Pinning each lab host to its own CPU share cannot be done here: nine hosts and the controller on two "
+        "cores leave no share to give, and CPUQuota needs the cgroup cpu controller these containers do not get. "
+        "So this ratio measures the machine, not the engine, and is kept only as a record; the engine's growth "
+        "is the controller's CPU per host above (the 3 and 9 host runs apart)."
     ),
     "tasks per host": (
         "Each task is a controller round trip; see the deploy speed table for the tasks each run makes. The "

@@ -30,6 +30,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import shape
 from liveclients import Clients
 from loadgen import Load, http_ok
 
@@ -476,6 +477,19 @@ def shipped(lab: Lab) -> dict:
     return found
 
 
+def engine_shape(lab: Lab) -> dict:
+    """The collection's files a new-version deploy of one host reads on the controller, and the plugins' code."""
+    log_file = WORK / "files.log"
+    log_file.unlink(missing_ok=True)
+    lab.playbook("playbooks/deploy.yml", 1, version=lab.next_version(), env_extra=shape.audit_env(log_file))
+    files = shape.files_read(log_file)
+    found = {"deploy_files": len(files), "deploy_python_files": sum(f.endswith(".py") for f in files),
+             "files": files, **shape.plugin_code()}  # fmt: skip
+    log(f"shape: {found['deploy_files']} files read by a deploy ({found['deploy_python_files']} Python); "
+        f"plugins {found['lines']} lines, longest function {found['longest_function_lines']}")  # fmt: skip
+    return found
+
+
 def reproducibility(lab: Lab) -> dict:
     """For each release on more than one host: the share of hosts whose venv tree digest is the fleet's majority."""
     digests: dict[str, list[str]] = {}
@@ -647,6 +661,13 @@ def targets(results: dict) -> list[dict]:
     if "lock_change" in results.get("shipped", {}):
         value = results["shipped"]["lock_change"]["over_changed"]
         check(f"bytes a one-package lock change ships / the changed wheel ({MOVED})", value, "<= 1.1", value <= 1.1)
+    if "shape" in results:
+        found = results["shape"]
+        files, lines, longest = found["deploy_files"], found["lines"], found["longest_function_lines"]
+        check("collection files a deploy of one host reads", files, "<= 30", files <= 30)
+        limit = found["lines_at_24"]
+        check("plugin Python lines", lines, f"<= {limit} (when #24 was filed)", lines <= limit)
+        check(f"longest plugin function ({found['longest_function']})", longest, "<= 60", longest <= 60)
     if "venv" in results:
         for kind in ("cold", "warm"):
             value = results["venv"][f"pip_over_uv_{kind}"]
@@ -742,6 +763,7 @@ def main() -> int:
             results["venv"] = venv(lab)
             results.update(speed(lab))
             results["shipped"] = shipped(lab)
+            results["shape"] = engine_shape(lab)
             results["reproducibility"] = reproducibility(lab)
             results["long_lived"] = long_lived(lab)
             results["layouts"] = layouts(lab)

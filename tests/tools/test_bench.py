@@ -253,3 +253,20 @@ def test_the_scale_model_takes_its_inputs_from_one_bench_run_and_prices_1000_hos
     text = scale.render(data, report.table)
     assert "| deploy | 0.5 | 0.0 | 50 | 500 |" in text
     assert "| serial: 1 | 16.7 | 166.7 |" in text
+
+
+def test_the_files_a_deploy_reads_are_the_collections_tracked_ones_a_compiled_module_as_its_source(tmp_path):
+    import shape
+
+    log = tmp_path / "files.log"
+    collection = "/x/.collections/ansible_collections/asgi/deploy"
+    log.write_text(
+        f"{collection}/plugins/plugin_utils/__pycache__/fleet.cpython-311.pyc\n"
+        f"{collection}/plugins/plugin_utils/fleet.py\n"
+        f"{shape.ROOT}/playbooks/deploy.yml\n"
+        f"{shape.ROOT}/ansible.cfg\n"  # the project's, not the collection's
+        f"{collection}/roles/rollout/tasks/no-such-file.yml\n"
+    )
+    assert shape.files_read(log) == ["playbooks/deploy.yml", "plugins/plugin_utils/fleet.py"]
+    code = shape.plugin_code()
+    assert code["lines"] > 1000 and code["longest_function"].startswith("plugins/")
