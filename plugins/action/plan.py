@@ -19,7 +19,8 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.vars import load_extra_vars
 from ansible_collections.asgi.deploy.plugins.plugin_utils import options as opts
 from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadInput, identify
-from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import alive_runs, controller_id, grouped_problems
+from ansible_collections.asgi.deploy.plugins.plugin_utils.messages import grouped_problems
+from ansible_collections.asgi.deploy.plugins.plugin_utils.processes import alive_runs, controller_id
 
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 # A run id job slices share (AWX: the workflow job's id): any short name, as it goes into locks and audit lines.
@@ -118,7 +119,7 @@ def run_inputs(task_vars, cli, template=lambda value: value):
 
 def run_id(now=None):
     """16 hex digits that sort by start time (milliseconds, then chance): of two runs that meet on a host, the one
-    that started first goes on (see plugin_utils.fleet.lock_round)."""
+    that started first goes on (see plugin_utils.moves.lock_round)."""
     millis = int((time.time() if now is None else now) * 1000)
     return f"{millis:012x}{secrets.token_hex(2)}"
 

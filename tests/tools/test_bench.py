@@ -261,12 +261,12 @@ def test_the_files_a_deploy_reads_are_the_collections_tracked_ones_a_compiled_mo
     log = tmp_path / "files.log"
     collection = "/x/.collections/ansible_collections/asgi/deploy"
     log.write_text(
-        f"{collection}/plugins/plugin_utils/__pycache__/fleet.cpython-311.pyc\n"
-        f"{collection}/plugins/plugin_utils/fleet.py\n"
+        f"{collection}/plugins/plugin_utils/__pycache__/moves.cpython-311.pyc\n"
+        f"{collection}/plugins/plugin_utils/moves.py\n"
         f"{shape.ROOT}/playbooks/deploy.yml\n"
         f"{shape.ROOT}/ansible.cfg\n"  # the project's, not the collection's
         f"{collection}/roles/rollout/tasks/no-such-file.yml\n"
     )
-    assert shape.files_read(log) == ["playbooks/deploy.yml", "plugins/plugin_utils/fleet.py"]
+    assert shape.files_read(log) == ["playbooks/deploy.yml", "plugins/plugin_utils/moves.py"]
     code = shape.plugin_code()
     assert code["lines"] > 1000 and code["longest_function"].startswith("plugins/")

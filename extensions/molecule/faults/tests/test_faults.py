@@ -282,7 +282,7 @@ def test_a_dead_runs_lock_on_a_host_that_needs_nothing_is_cleared_by_the_next_de
 def controller():
     """This controller's id, as the plan records it in locks."""
     sys.path.insert(0, str(PROJECT / ".collections"))
-    from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import controller_id
+    from ansible_collections.asgi.deploy.plugins.plugin_utils.processes import controller_id
 
     return controller_id()
 
@@ -500,7 +500,8 @@ def controller_in_another_pid_namespace():
     """What controller_id() says in a new PID namespace of this machine (same machine id, boot id, host name)."""
     code = (
         f"import sys; sys.path.insert(0, {str(PROJECT / '.collections')!r}); "
-        "from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import controller_id; print(controller_id())"
+        "from ansible_collections.asgi.deploy.plugins.plugin_utils.processes import controller_id; "
+        "print(controller_id())"
     )
     done = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip(), done.stderr

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ansible_collections.asgi.deploy.plugins.plugin_utils import fleet
-from ansible_collections.asgi.deploy.plugins.plugin_utils.fleet import FleetError, rollback_plan
+from ansible_collections.asgi.deploy.plugins.plugin_utils import messages, moves, processes
+from ansible_collections.asgi.deploy.plugins.plugin_utils.moves import FleetError, rollback_plan
 
 
 def host(live, previous="", kept=None, history=()):
@@ -38,7 +38,7 @@ def round_result(needed, locked=False, held_by=None):
 
 def test_after_the_first_round_trip_the_hosts_it_locked_change_and_the_others_are_done():
     results = {"web1": round_result(False), "web2": round_result(True, locked=True), "web3": {"skipped": True}}
-    found = fleet.lock_round(["web1", "web2", "web3"], results, "0000000000ff0001", "b")
+    found = moves.lock_round(["web1", "web2", "web3"], results, "0000000000ff0001", "b")
     assert found["pending"] == ["web2"] and found["yield_to"] is None and found["wait_on"] == []
     assert found["moves"]["web1"] == {"release": "b", "pending": False, "reasons": []}
 
@@ -48,14 +48,14 @@ def test_of_two_runs_that_met_the_one_that_started_first_goes_on_and_waits_for_t
     # earlier holds web1, later got web2 first: each sees the other on one host.
     for_earlier = {"web1": round_result(True, locked=True), "web2": round_result(True, held_by={"run": later})}
     for_later = {"web1": round_result(True, held_by={"run": earlier}), "web2": round_result(True, locked=True)}
-    mine = fleet.lock_round(["web1", "web2"], for_earlier, earlier, "b")
+    mine = moves.lock_round(["web1", "web2"], for_earlier, earlier, "b")
     assert mine["yield_to"] is None and mine["wait_on"] == ["web2"] and mine["pending"] == ["web1", "web2"]
-    theirs = fleet.lock_round(["web1", "web2"], for_later, later, "b")
+    theirs = moves.lock_round(["web1", "web2"], for_later, later, "b")
     assert theirs["yield_to"] == {"run": earlier} and theirs["wait_on"] == []
-    assert "deploy lock held by run 000000000100aaaa" in fleet.lock_message(theirs["yield_to"])
-    assert "it started first and goes on" in fleet.lock_message(theirs["yield_to"])
+    assert "deploy lock held by run 000000000100aaaa" in processes.lock_message(theirs["yield_to"])
+    assert "it started first and goes on" in processes.lock_message(theirs["yield_to"])
     # An unreadable lock names no run: nobody goes past it without -e asgi_force_unlock.
-    blocked = fleet.lock_round(["web1"], {"web1": round_result(True, held_by={"run": ""})}, earlier, "b")
+    blocked = moves.lock_round(["web1"], {"web1": round_result(True, held_by={"run": ""})}, earlier, "b")
     assert blocked["yield_to"] == {"run": ""}
 
 
@@ -63,29 +63,29 @@ def test_runs_whose_ids_do_not_sort_by_time_meet_in_the_order_their_locks_say_th
     # Job slices share a run id of their own choosing (awx-12): the start time each lock records decides.
     for_sliced = {"web1": round_result(True, locked=True),
                   "web2": round_result(True, held_by={"run": "000000000200bbbb", "started": 2000.0})}  # fmt: skip
-    assert fleet.lock_round(["web1", "web2"], for_sliced, "awx-12", "b", started=1000.0)["wait_on"] == ["web2"]
-    later = fleet.lock_round(["web1", "web2"], for_sliced, "awx-12", "b", started=3000.0)
+    assert moves.lock_round(["web1", "web2"], for_sliced, "awx-12", "b", started=1000.0)["wait_on"] == ["web2"]
+    later = moves.lock_round(["web1", "web2"], for_sliced, "awx-12", "b", started=3000.0)
     assert later["yield_to"]["run"] == "000000000200bbbb" and later["wait_on"] == []
 
 
 def test_a_host_another_slice_of_the_run_holds_stops_this_slice_naming_the_overlap():
     other_slice = {"run": "awx-12", "pid": 41, "controller": "ctl-b", "started": 900.0}
     results = {"web1": round_result(True, locked=True), "web2": round_result(True, held_by=other_slice)}
-    found = fleet.lock_round(["web1", "web2"], results, "awx-12", "b", started=1000.0)
+    found = moves.lock_round(["web1", "web2"], results, "awx-12", "b", started=1000.0)
     assert found["yield_to"]["other_slice"] and found["wait_on"] == []
-    said = fleet.lock_message(found["yield_to"])
+    said = processes.lock_message(found["yield_to"])
     assert "another slice of this run" in said and "a host belongs to one slice only" in said
 
 
 def test_a_rollback_in_slices_goes_to_the_release_it_pins():
     states = {h: {"live": "1.1.0-bbbbbbbb", "kept": [{"id": "1.0.0-aaaaaaaa", "version": "1.0.0"}],
                   "history": []} for h in ("web1", "web2")}  # fmt: skip
-    plan = fleet.rollback_plan(states, release="1.0.0-aaaaaaaa")
+    plan = moves.rollback_plan(states, release="1.0.0-aaaaaaaa")
     assert plan["target"] == "1.0.0-aaaaaaaa" and plan["pending"] == ["web1", "web2"] and "pinned" in plan["why"]
-    with pytest.raises(fleet.FleetError, match=r"not of version 2\.0\.0"):
-        fleet.rollback_plan(states, version="2.0.0", release="1.0.0-aaaaaaaa")
-    with pytest.raises(fleet.FleetError, match="no longer kept"):
-        fleet.rollback_plan(states, release="0.9.0-cccccccc")
+    with pytest.raises(moves.FleetError, match=r"not of version 2\.0\.0"):
+        moves.rollback_plan(states, version="2.0.0", release="1.0.0-aaaaaaaa")
+    with pytest.raises(moves.FleetError, match="no longer kept"):
+        moves.rollback_plan(states, release="0.9.0-cccccccc")
 
 
 def test_a_rollback_without_a_version_steps_back_in_the_audited_history_never_forward():
@@ -102,14 +102,14 @@ def test_a_rollback_without_a_version_steps_back_in_the_audited_history_never_fo
 
 def test_a_release_a_rollback_left_is_never_chosen_again_by_default():
     # 5.0.0 -> 5.0.1 -> 5.0.2, rollback (to 5.0.1), deploy 5.0.3, rollback: to 5.0.1, which ran before 5.0.3.
-    moves = [(1, "5.0.0-x"), (2, "5.0.1-x"), (3, "5.0.2-x"), (4, "5.0.1-x", "rollback"), (5, "5.0.3-x")]
+    history = [(1, "5.0.0-x"), (2, "5.0.1-x"), (3, "5.0.2-x"), (4, "5.0.1-x", "rollback"), (5, "5.0.3-x")]
     kept = ["5.0.0-x", "5.0.1-x", "5.0.2-x", "5.0.3-x"]
-    states = {h: host("5.0.3-x", "5.0.1-x", kept=kept, history=moves) for h in ("a", "b")}
+    states = {h: host("5.0.3-x", "5.0.1-x", kept=kept, history=history) for h in ("a", "b")}
     plan = rollback_plan(states)
     assert plan["target"] == "5.0.1-x", plan["message"]
     assert "rolled back from before: 5.0.2-x" in plan["message"]
-    assert fleet.history_stack(states) == (["5.0.0-x", "5.0.1-x", "5.0.3-x"], {"5.0.2-x"})
-    shown = fleet.status_table(states)
+    assert moves.history_stack(states) == (["5.0.0-x", "5.0.1-x", "5.0.3-x"], {"5.0.2-x"})
+    shown = messages.status_table(states)
     assert "History (a rollback without a version goes one step down): 5.0.0-x -> 5.0.1-x -> 5.0.3-x" in shown
     assert "Rolled back from (never chosen by default again): 5.0.2-x" in shown
 
@@ -120,14 +120,14 @@ def test_the_history_is_the_controllers_order_of_runs_not_the_hosts_clocks():
     b = [(1, "1-x", "deploy", 0), (2, "2-x", "deploy", 5), (3, "3-x", "deploy", 0)]
     states = {"a": host("3-x", "2-x", kept=["1-x", "2-x", "3-x"], history=a),
               "b": host("3-x", "2-x", kept=["1-x", "2-x", "3-x"], history=b)}  # fmt: skip
-    assert fleet.history_stack(states)[0] == ["1-x", "2-x", "3-x"]
+    assert moves.history_stack(states)[0] == ["1-x", "2-x", "3-x"]
     assert rollback_plan(states)["target"] == "2-x"
 
 
 def test_a_deploy_its_own_run_took_back_is_no_step_in_the_history():
-    moves = [(1, "1-x"), (2, "2-x"), (3, "3-x"), (3, "2-x", "revert")]
-    states = {"a": host("2-x", "1-x", kept=["1-x", "2-x", "3-x"], history=moves)}
-    assert fleet.history_stack(states)[0] == ["1-x", "2-x"]
+    history = [(1, "1-x"), (2, "2-x"), (3, "3-x"), (3, "2-x", "revert")]
+    states = {"a": host("2-x", "1-x", kept=["1-x", "2-x", "3-x"], history=history)}
+    assert moves.history_stack(states)[0] == ["1-x", "2-x"]
     assert rollback_plan(states)["target"] == "1-x"
 
 
@@ -185,23 +185,23 @@ def test_a_rollback_reads_every_host_under_its_lock_moves_those_not_on_the_targe
     results = {
         h: {"locked": True, "held_by": None, "host_state": s} for h, s in (("b", back), ("a", back), ("c", there))
     }
-    found = fleet.rollback_round(["b", "a", "c"], results, "000000000200bbbb")
+    found = moves.rollback_round(["b", "a", "c"], results, "000000000200bbbb")
     assert found["target"] == "1-x" and found["pending"] == ["b", "a"] and found["unneeded"] == ["c"]
     assert found["moves"]["a"] == {"release": "1-x", "pending": True, "reasons": ["release 2-x -> 1-x"]}
     assert not found["moves"]["c"]["pending"] and found["yield_to"] is None
     assert found["message"].startswith("rollback: every host goes to 1-x") and "already there: c" in found["message"]
     # A host a run that started earlier holds, and that must move, makes this rollback yield to it.
     results["a"] = {"locked": False, "held_by": {"run": "000000000100aaaa"}, "host_state": back}
-    assert fleet.rollback_round(["b", "a", "c"], results, "000000000200bbbb")["yield_to"] == {"run": "000000000100aaaa"}
+    assert moves.rollback_round(["b", "a", "c"], results, "000000000200bbbb")["yield_to"] == {"run": "000000000100aaaa"}
     # ...but not one that needs no move.
     results["a"], results["c"] = (
         results["c"],
         {"locked": False, "held_by": {"run": "000000000100aaaa"}, "host_state": there},
     )
-    calm = fleet.rollback_round(["b", "a", "c"], results, "000000000200bbbb")
+    calm = moves.rollback_round(["b", "a", "c"], results, "000000000200bbbb")
     assert calm["yield_to"] is None and calm["pending"] == ["b"] and calm["unneeded"] == ["a"]
     with pytest.raises(FleetError, match="asgi_version"):
-        fleet.rollback_round(["a"], {"a": {"locked": True, "host_state": host("2-x")}}, "000000000200bbbb")
+        moves.rollback_round(["a"], {"a": {"locked": True, "host_state": host("2-x")}}, "000000000200bbbb")
 
 
 def test_the_status_table_fits_its_data_and_says_what_needs_a_look():
@@ -223,7 +223,7 @@ def test_the_status_table_fits_its_data_and_says_what_needs_a_look():
             {"time": "2026-11-26T10:05:00Z", "event": "force_unlock", "actor": "ops"},
         ],
     )  # fmt: skip
-    lines = fleet.status_lines({"web1.example.net": state, "w2": host("2-x", "1-x")})
+    lines = messages.status_lines({"web1.example.net": state, "w2": host("2-x", "1-x")})
     header, short, long = lines[:3]
     assert header.split() == ["HOST", "LIVE", "PREVIOUS", "SLOT", "SERVING", "DRAINING", "LOCK", "KEPT"]
     assert "green  active 2-x  demo-blue.service 1-x (12 conn.)" in long
@@ -234,7 +234,7 @@ def test_the_status_table_fits_its_data_and_says_what_needs_a_look():
     assert "web1.example.net: demo-blue.service is running (release 3-x) but is not the live slot" in text
     assert "a build, hook or handover is running on the host now (pid 4242)" in text
     assert "1-x -> 2-x handover success" in text and "force_unlock" in text
-    data = fleet.fleet_status({"w2": host("2-x", "1-x")})
+    data = messages.fleet_status({"w2": host("2-x", "1-x")})
     assert json.loads(json.dumps(data))["w2"]["previous"] == "1-x"
 
 
@@ -245,10 +245,10 @@ def test_the_controllers_ansible_processes_are_listed_and_an_unreadable_one_make
     (tmp_path / "11/cmdline").write_bytes(b"vim\0")
     (tmp_path / "self").mkdir()
     (tmp_path / "self/mountinfo").write_text(f"22 1 0:21 / {tmp_path} rw,nosuid - proc proc rw\n")
-    alive = fleet.alive_runs(str(tmp_path))
+    alive = processes.alive_runs(str(tmp_path))
     assert alive["pids"] == [10] and alive["certain"] is True
     (tmp_path / "self/mountinfo").write_text(f"22 1 0:21 / {tmp_path} rw,nosuid - proc proc rw,hidepid=invisible\n")
-    assert fleet.alive_runs(str(tmp_path))["certain"] is False  # other users' runs are hidden: none is judged dead
+    assert processes.alive_runs(str(tmp_path))["certain"] is False  # other users' runs are hidden: none is judged dead
 
 
 def test_a_controller_is_its_machine_id_boot_id_host_name_and_pid_namespace(tmp_path):
@@ -256,11 +256,11 @@ def test_a_controller_is_its_machine_id_boot_id_host_name_and_pid_namespace(tmp_
     (tmp_path / "proc/sys/kernel/random").mkdir(parents=True)
     (tmp_path / "proc/sys/kernel/random/boot_id").write_text("boot-1\n")
     (tmp_path / "etc/machine-id").write_text("")
-    assert fleet.controller_id(str(tmp_path)) == ""  # an empty machine id never counts as "this controller"
+    assert processes.controller_id(str(tmp_path)) == ""  # an empty machine id never counts as "this controller"
     (tmp_path / "etc/machine-id").write_text("m1\n")
-    first = fleet.controller_id(str(tmp_path))
+    first = processes.controller_id(str(tmp_path))
     (tmp_path / "proc/sys/kernel/random/boot_id").write_text("boot-2\n")
-    assert first and fleet.controller_id(str(tmp_path)) != first  # rebooted: another controller
+    assert first and processes.controller_id(str(tmp_path)) != first  # rebooted: another controller
 
 
 def test_the_summary_says_who_went_where_in_how_long_in_a_few_lines():
@@ -268,19 +268,19 @@ def test_the_summary_says_who_went_where_in_how_long_in_a_few_lines():
         "web1": {"changed": True, "from": "1.3.2-a", "to": "1.4.0-b", "strategy": "handover", "duration_s": 4.2},
         "web2": {"changed": True, "from": "1.3.2-a", "to": "1.4.0-b", "strategy": "handover", "duration_s": 4.0},
     }
-    lines = fleet.summary_lines("deploy", results, {"web1": {}, "web2": {}, "web3": {}}, started=100, now=138)
+    lines = messages.summary_lines("deploy", results, {"web1": {}, "web2": {}, "web3": {}}, started=100, now=138)
     assert lines == [
         "deploy: 2 host(s) changed in 38 s:",
         "  1.3.2-a -> 1.4.0-b (handover): web1 4.2 s, web2 4.0 s",
         "  already there: web3",
     ]
-    assert fleet.summary_lines("deploy", {}, {"web1": {}}, 100, 103) == [
+    assert messages.summary_lines("deploy", {}, {"web1": {}}, 100, 103) == [
         "deploy: no host needed a change (1 checked, 3 s)."
     ]
 
 
 def test_problems_are_said_once_with_the_hosts_that_have_them():
-    grouped = fleet.grouped_problems(
+    grouped = messages.grouped_problems(
         ["web1: asgi_readiness_path must start with /", "web2: asgi_readiness_path must start with /"]
     )
     assert grouped == ["asgi_readiness_path must start with / (web1, web2)"]
@@ -288,12 +288,12 @@ def test_problems_are_said_once_with_the_hosts_that_have_them():
 
 def test_a_failure_is_lines_with_its_own_words_first_then_the_fleet_then_the_journal():
     failed = {"msg": "deploy of 2-x failed on web2 at gate next: boom.", "journal": ["line 1", "line 2"]}
-    done = fleet.outcome(
+    done = messages.outcome(
         {"web1": {"result": "success", "from": "1-x"}, "web2": {"result": "reverted", "from": "1-x"}},
         [{"__rollout_item": "web1"}],
     )
     assert done["switched"] == ["web1"] and done["went_back"] == ["web1"] and done["stayed"] == []
-    lines = fleet.failure_lines("deploy", "roll", failed, "web2", done)
+    lines = messages.failure_lines("deploy", "roll", failed, "web2", done)
     assert lines == [
         "deploy: deploy of 2-x failed on web2 at gate next: boom.",
         "Hosts not yet reached were not changed.",
@@ -302,28 +302,28 @@ def test_a_failure_is_lines_with_its_own_words_first_then_the_fleet_then_the_jou
         "line 1",
         "line 2",
     ]
-    planned = fleet.failure_lines("deploy", "plan", {"msg": "deploy: bad input", "problems": ["x (web1)"]})
+    planned = messages.failure_lines("deploy", "plan", {"msg": "deploy: bad input", "problems": ["x (web1)"]})
     assert planned == ["deploy: bad input", "  - x (web1)", "Nothing was changed."]
 
 
 def test_verify_fails_on_a_finding_or_a_host_that_could_not_be_verified():
     as_built = {"releases": {"1.0.0": {"seconds": 0.5}}, "findings": []}
-    assert not fleet.verify_failed({"web1": as_built, "web2": as_built})
+    assert not messages.verify_failed({"web1": as_built, "web2": as_built})
     found = {"releases": {"1.0.0": {}}, "findings": ["1.0.0: venv/bin/x modified"]}
-    assert fleet.verify_failed({"web1": as_built, "web2": found})
+    assert messages.verify_failed({"web1": as_built, "web2": found})
     # failed_when: false leaves failed false: a host whose module failed has a msg and no releases.
-    assert fleet.verify_failed({"web1": as_built, "web2": {"failed": False, "msg": "no such app"}})
-    assert fleet.verify_lines({"web2": {"failed": False, "msg": "no such app"}}) == ["web2: no such app"]
-    assert fleet.verify_lines({"web2": found}) == ["web2: 1.0.0: venv/bin/x modified"]
+    assert messages.verify_failed({"web1": as_built, "web2": {"failed": False, "msg": "no such app"}})
+    assert messages.verify_lines({"web2": {"failed": False, "msg": "no such app"}}) == ["web2: no such app"]
+    assert messages.verify_lines({"web2": found}) == ["web2: 1.0.0: venv/bin/x modified"]
 
 
 def test_a_canary_that_fails_more_than_the_others_goes_back_and_one_with_too_little_traffic_is_not_judged():
     others = {"web2": {"requests": 400, "errors": 2}, "web3": {"requests": 380, "errors": 1}}
-    bad = fleet.canary_verdict({"web1": {"requests": 200, "errors": 40}}, others, 0.05, 20)
+    bad = messages.canary_verdict({"web1": {"requests": 200, "errors": 40}}, others, 0.05, 20)
     assert bad["bad"] and bad["judged"] and "the canary goes back" in bad["lines"][0]
-    good = fleet.canary_verdict({"web1": {"requests": 200, "errors": 1}}, others, 0.05, 20)
+    good = messages.canary_verdict({"web1": {"requests": 200, "errors": 1}}, others, 0.05, 20)
     assert not good["bad"] and good["judged"] and "within bounds" in good["lines"][0]
-    quiet = fleet.canary_verdict({"web1": {"requests": 7, "errors": 0}}, others, 0.05, 20)
+    quiet = messages.canary_verdict({"web1": {"requests": 7, "errors": 0}}, others, 0.05, 20)
     assert not quiet["bad"] and not quiet["judged"]
     assert "could not judge - 7 request(s)" in quiet["lines"][0]
     assert "rollout_canary_min_requests (20)" in quiet["lines"][0]

@@ -9,7 +9,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from ansible_collections.asgi.deploy.plugins.plugin_utils import fleet, metrics
+from ansible_collections.asgi.deploy.plugins.plugin_utils import messages, metrics, moves
 
 HOSTS = [f"web{n:03d}" for n in range(1, 101)]
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -70,22 +70,22 @@ def test_of_two_runs_meeting_on_100_hosts_the_earlier_goes_on_and_waits_only_whe
         state = {"assessment": {"needed": True, "reasons": ["release"]}}
         holder = {"run": later, "actor": "ci@runner"} if index % 7 == 0 else None
         results[host] = {"host_state": state, "locked": holder is None, "held_by": holder}
-    round_ = fleet.lock_round(HOSTS, results, run, "1.5.0-bbbb0001")
+    round_ = moves.lock_round(HOSTS, results, run, "1.5.0-bbbb0001")
     assert round_["yield_to"] is None and len(round_["pending"]) == 100
     assert round_["wait_on"] == [h for i, h in enumerate(HOSTS) if i % 7 == 0] and len(round_["wait_on"]) == 15
     # The later run, meeting the same fleet, yields to the earlier one, whatever it took.
     results[HOSTS[1]] = {"host_state": {}, "locked": False, "held_by": {"run": run}}
-    assert fleet.lock_round(HOSTS, results, later, "1.5.0-bbbb0001")["yield_to"]["run"] == run
+    assert moves.lock_round(HOSTS, results, later, "1.5.0-bbbb0001")["yield_to"]["run"] == run
 
 
 def test_a_rollback_of_100_hosts_steps_back_over_the_history_every_host_ran(states):
     # 1.4.0 ran on a quarter of the fleet only: one step back for the fleet is 1.3.0; 1.2.0 was rolled back from.
-    stack, left = fleet.history_stack(states)
+    stack, left = moves.history_stack(states)
     assert stack[-1] == "1.4.0-aaaa0006" and left == {"1.2.0-aaaa0003"}
-    plan = fleet.rollback_plan(states)
+    plan = moves.rollback_plan(states)
     assert plan["target"] == "1.3.0-aaaa0005"
     assert plan["pending"] == HOSTS[:25] and len(plan["moves"]) == 25
-    runs = fleet.fleet_runs(states)
+    runs = moves.fleet_runs(states)
     assert [r["run"] for r in runs] == [h[0] for h in HISTORY]  # the controller's order, not the hosts' clocks
     assert [len(r["hosts"]) for r in runs] == [100, 100, 100, 100, 100, 25]
 
@@ -94,7 +94,7 @@ def test_status_of_100_hosts_is_one_row_each_and_names_what_needs_a_look(states)
     shown = dict(states)
     shown["web042"] = {**states["web042"], "settings_key": "empty"}
     shown["web077"] = {**states["web077"], "maintenance": {"since": "2026-11-02T15:00:00Z"}}
-    lines = fleet.status_lines(shown)
+    lines = messages.status_lines(shown)
     rows = [line for line in lines if line.startswith("web")]
     assert len([r for r in rows if "  blue  " in r]) == 100
     assert any(line.startswith("web042: ") for line in lines)
@@ -105,7 +105,7 @@ def test_status_of_100_hosts_is_one_row_each_and_names_what_needs_a_look(states)
 def test_the_summary_of_a_deploy_to_100_hosts_groups_them_by_move(states):
     results = {h: {"changed": i < 60, "from": states[h]["live"], "to": "1.5.0-bbbb0001", "strategy": "handover",
                    "duration_s": 1.5} for i, h in enumerate(HOSTS)}  # fmt: skip
-    lines = fleet.summary_lines("deploy", results, states, started=1000.0, now=1038.0)
+    lines = messages.summary_lines("deploy", results, states, started=1000.0, now=1038.0)
     assert lines[0] == "deploy: 60 host(s) changed in 38 s:"
     # Two groups: the 25 hosts on 1.4.0 and the 35 others on 1.3.0; the 40 unchanged named once.
     assert sum(1 for line in lines if " -> 1.5.0-bbbb0001 (handover): " in line) == 2
