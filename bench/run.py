@@ -662,12 +662,12 @@ def targets(results: dict) -> list[dict]:
         value = results["shipped"]["lock_change"]["over_changed"]
         check(f"bytes a one-package lock change ships / the changed wheel ({MOVED})", value, "<= 1.1", value <= 1.1)
     if "shape" in results:
-        found = results["shape"]
-        files, lines, longest = found["deploy_files"], found["lines"], found["longest_function_lines"]
+        code = results["shape"]
+        files, lines, longest = code["deploy_files"], code["lines"], code["longest_function_lines"]
         check("collection files a deploy of one host reads", files, "<= 30", files <= 30)
-        limit = found["lines_at_24"]
+        limit = code["lines_at_24"]
         check("plugin Python lines", lines, f"<= {limit} (when #24 was filed)", lines <= limit)
-        check(f"longest plugin function ({found['longest_function']})", longest, "<= 60", longest <= 60)
+        check(f"longest plugin function ({code['longest_function']})", longest, "<= 60", longest <= 60)
     if "venv" in results:
         for kind in ("cold", "warm"):
             value = results["venv"][f"pip_over_uv_{kind}"]
