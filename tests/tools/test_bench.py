@@ -180,8 +180,16 @@ def test_the_controllers_cpu_per_host_is_the_difference_between_two_fleet_sizes(
         n: {r: {"cpu_s": cpu} for r in ("deploy", "no_change", "rollback")} for n, cpu in (("3", 6.0), ("9", 12.0))
     }
     speed["3"]["one_time"] = {"cpu_s": 4.0}
-    cpu = run.cpu_per_host(speed, "3", "9")
-    assert cpu["deploy"] == {"per_host_s": 1.0, "fixed_s": 3.0, "projected_cpu_s": {100: 103.0, 1000: 1003.0}}
+    again = {"3": {**speed["3"], "deploy": {"cpu_s": 7.0}}, "9": {**speed["9"], "deploy": {"cpu_s": 19.0}}}
+    cpu = run.cpu_per_host([speed, again], "3", "9")
+    # Means of the rounds: 6.5 s on 3 hosts, 15.5 s on 9.
+    assert cpu["deploy"] == {
+        "per_host_s": 1.5,
+        "fixed_s": 2.0,
+        "projected_cpu_s": {100: 152.0, 1000: 1502.0},
+        "rounds_cpu_s": [[6.0, 12.0], [7.0, 19.0]],
+    }
+    assert cpu["no_change"]["per_host_s"] == 1.0
     assert cpu["app_wheel_and_wheelhouse_s"] == 4.0
 
 
