@@ -595,10 +595,12 @@ def layouts(lab: Lab) -> dict:
     found = {}
     # Before slots: a first deploy, then the handover measured. Slots: the first deploy of this collection moves the
     # host to slots (an upgrade), then the handover measured.
-    for layout, env_extra in (("before slots", old_env), ("slots", {})):
-        lab.playbook("playbooks/deploy.yml", 1, env_extra=env_extra, version=lab.next_version(), **app)
+    # Each with its own playbook: the collection's playbooks and roles change together.
+    for layout, book, env_extra in (("before slots", str(tree / "playbooks/deploy.yml"), old_env),
+                                    ("slots", "playbooks/deploy.yml", {})):  # fmt: skip
+        lab.playbook(book, 1, env_extra=env_extra, version=lab.next_version(), **app)
         already = starts()
-        lab.playbook("playbooks/deploy.yml", 1, env_extra=env_extra, version=lab.next_version(), **app)
+        lab.playbook(book, 1, env_extra=env_extra, version=lab.next_version(), **app)
         line = json.loads(lab.ssh(1, "grep '\"duration_s\"' /srv/layout/deploys.log | tail -n 1"))
         found[layout] = {
             "strategy": line["strategy"],
