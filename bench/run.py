@@ -443,31 +443,35 @@ def cpu_per_host(rounds: list[dict], small: str, large: str) -> dict:
     return found
 
 
-def shipped(lab: Lab) -> dict:
-    """What a host is sent: the wheelhouse archive a first deploy ships and an app wheel (every new release), from
-    the controller's cache; then what a one-package lock change (MOVED) ships to each of 3 hosts, as the release
-    action accounts for it (tools/callbacks/asgi_shipped.py), against the size of the wheel that changed."""
-    cache = Path.home() / ".cache/asgi.deploy/demo"
-
-    def newest(pattern: str) -> Path:
-        return max(cache.glob(pattern), key=lambda p: p.stat().st_mtime)
-
-    found = {
-        "wheelhouse_mb": round(newest("wheelhouses/*.tar").stat().st_size / 2**20, 1),
-        "app_wheel_kb": round(newest("dist/*/*/*.whl").stat().st_size / 2**10, 1),
-    }
-    lock, log_file = WORK / "moved.lock", WORK / "shipped.jsonl"
-    subprocess.run([ROOT / "tools/locks.sh", "move", MOVED, lock], cwd=ROOT, env=env(), check=True)
+def sent_by(name: str) -> tuple[dict, Path]:
+    """The environment that records what each release task sends its host (tools/callbacks/asgi_shipped.py), and
+    the file it writes, one JSON line per host."""
+    log_file = WORK / f"shipped-{name}.jsonl"
     log_file.unlink(missing_ok=True)
-    callback = {
+    return {
         "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "tools/callbacks"),
         "ANSIBLE_CALLBACKS_ENABLED": "asgi_shipped",
         "ASGI_SHIPPED_LOG": str(log_file),
+    }, log_file
+
+
+def shipped(lab: Lab, first: Path) -> dict:
+    """What a host is sent, as the release action accounts for it: the first deploy (``first``: its record) sends
+    the whole wheelhouse and the app wheel; a one-package lock change (MOVED) deployed to 3 hosts sends the wheel
+    that changed, against which it is measured."""
+    records = [json.loads(line) for line in first.read_text().splitlines()]
+    found = {
+        "wheelhouse_mb": round(max(r["wheelhouse_bytes"] for r in records) / 2**20, 1),
+        "app_wheel_kb": round(max(r["app_wheel_bytes"] for r in records) / 2**10, 1),
     }
+    lock = WORK / "moved.lock"
+    subprocess.run([ROOT / "tools/locks.sh", "move", MOVED, lock], cwd=ROOT, env=env(), check=True)
+    callback, log_file = sent_by("lock-change")
     lab.playbook("playbooks/deploy.yml", 3, version=lab.next_version(), asgi_lockfile=lock, env_extra=callback)
     sent = [json.loads(line) for line in log_file.read_text().splitlines()]
     changed = {name for host in sent for name in host["wheels"]}
-    changed_bytes = sum(newest(f"wheelhouses/*/{name}").stat().st_size for name in changed)
+    cache = Path.home() / ".cache/asgi.deploy/demo/wheelhouses"
+    changed_bytes = sum(next(cache.glob(f"*/{name}")).stat().st_size for name in changed)
     found["lock_change"] = {
         "moved": MOVED,
         "wheels_sent": sorted(changed),
@@ -758,7 +762,9 @@ def main() -> int:
     try:
         results["lab_up_s"] = round(lab.up(), 1)
         log(f"first deploy on {hosts} host(s)")
-        first = lab.playbook("playbooks/deploy.yml", hosts, version=lab.next_version(), serial=hosts)
+        callback, first_sent = sent_by("first")
+        first = lab.playbook("playbooks/deploy.yml", hosts, version=lab.next_version(), serial=hosts,
+                             env_extra=callback)  # fmt: skip
         results["first_deploy"] = {**first, "hosts": hosts, "serial": hosts}
         if args.speed:
             return speed_report({**results, **speed(lab)}, began)
@@ -769,7 +775,7 @@ def main() -> int:
             results["serving"] = serving(lab, seconds=8, rounds=2)
             results["venv"] = venv(lab)
             results.update(speed(lab))
-            results["shipped"] = shipped(lab)
+            results["shipped"] = shipped(lab, first_sent)
             results["shape"] = engine_shape(lab)
             results["reproducibility"] = reproducibility(lab)
             results["long_lived"] = long_lived(lab)
