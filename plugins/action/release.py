@@ -41,7 +41,7 @@ class ActionModule(ActionBase):
         kept = {r.get("id") for r in state.get("kept", []) if r.get("interpreter", True)}
         transfers, shipped = {}, {}
         if release["release_id"] not in kept and args.get("phase", "all") != "finish":
-            house = self.wheelhouse(artifacts, state, supported)
+            house = self.wheelhouse(artifacts, state, supported, args.get("run", ""))
             module_args.update(wheelhouse_key=house["key"], requirements=house["requirements"])
             warnings = house.get("warnings", [])
             if house["key"] not in state.get("wheelhouses", []):
@@ -70,8 +70,9 @@ class ActionModule(ActionBase):
         return result
 
     @staticmethod
-    def wheelhouse(artifacts, state, supported):
-        """The wheelhouse for the host's Python and platform (built on the controller once, by content)."""
+    def wheelhouse(artifacts, state, supported, run):
+        """The wheelhouse for the host's Python and platform (built on the controller once, by content; checked
+        against the lock once per run)."""
         target = state.get("python") or {}
         if not target:
             raise AnsibleActionFail("release: the host's Python is unknown (read the host state first)")
@@ -82,6 +83,6 @@ class ActionModule(ActionBase):
                 )
             )
         try:
-            return wheelhouse(artifacts, {k: target.get(k, "") for k in TARGET_KEYS})
+            return wheelhouse(artifacts, {k: target.get(k, "") for k in TARGET_KEYS}, run)
         except BadInput as problem:
             raise AnsibleActionFail(f"release: {problem}") from None

@@ -261,14 +261,18 @@ def wheelhouse_key(lock_sha: str, tools: list[dict], target: dict, pins: list[di
     return sha256_text("|".join(parts))[:16]
 
 
-def build_wheelhouse(lock: dict, tools: list[dict], target: dict, cache: Path, lock_sha: str) -> dict:
-    """The offline wheelhouse for one target: the lock's pins whose markers hold there, and the tools."""
+def build_wheelhouse(lock: dict, tools: list[dict], target: dict, cache: Path, lock_sha: str, run: str = "") -> dict:
+    """The offline wheelhouse for one target: the lock's pins whose markers hold there, and the tools. One that is
+    there already is checked against the lock once per run (``run``), not once per host."""
     pins = select(lock, target)
     key = wheelhouse_key(lock_sha, tools, target, pins)
     home = cache / "wheelhouses" / key
     tarball = home.with_suffix(".tar")
     if tarball.is_file() and (home / "SHA256SUMS").is_file():
-        verify_wheelhouse(home, pins + tools)
+        checked = home.with_suffix(".checked")
+        if not run or not checked.is_file() or checked.read_text() != run:
+            verify_wheelhouse(home, pins + tools)
+            checked.write_text(run)
         return describe_wheelhouse(key, home, tarball, pins, built=False)
     staging = Path(tempfile.mkdtemp(prefix=f"wheelhouse-{key}-", dir=cache))
     # A pylock.toml says where each wheel is (a private index's URL, a path): fetched from there, hash checked.
@@ -563,9 +567,10 @@ def identify(
     }
 
 
-def wheelhouse(artifacts: dict, target: dict) -> dict:
+def wheelhouse(artifacts: dict, target: dict, run: str = "") -> dict:
     """The offline wheelhouse of ``artifacts`` (from ``identify``) for one host ``target`` (``{python, full,
-    machine, glibc, sys_platform}``), built when missing, and the requirements that host installs."""
+    machine, glibc, sys_platform}``), built when missing (checked once per ``run``), and the requirements that host
+    installs."""
     lockfile = Path(artifacts["lockfile"])
     lock, tools = read_pins(lockfile), read_pins(Path(artifacts["tools_lockfile"]))["pins"]
     check_server_stack(
@@ -573,7 +578,7 @@ def wheelhouse(artifacts: dict, target: dict) -> dict:
     )
     cache = Path(artifacts["cache"])
     with locked(cache):
-        house = build_wheelhouse(lock, tools, target, cache, sha256_file(lockfile))
+        house = build_wheelhouse(lock, tools, target, cache, sha256_file(lockfile), run)
     release_id = artifacts["release"]["release_id"]
     house["requirements"] = (
         f"# asgi.deploy release {release_id} for {describe(target)}: the lock's pins for this host, and the app.\n"

@@ -321,6 +321,13 @@ def test_a_pylocks_wheels_come_from_the_urls_it_records_hash_checked(tmp_path, m
         (tmp_path / "cache").mkdir()
         house = ba.build_wheelhouse(pylock(digest), [], target, tmp_path / "cache", "lock1")
         assert (Path(house["path"]) / wheel.name).read_bytes() == wheel.read_bytes()
+        # Found again, it is checked against the lock once per run: a wheel changed since is refused by the next run.
+        ba.build_wheelhouse(pylock(digest), [], target, tmp_path / "cache", "lock1", run="r1")
+        (Path(house["path"]) / wheel.name).write_bytes(b"changed")
+        assert ba.build_wheelhouse(pylock(digest), [], target, tmp_path / "cache", "lock1", run="r1")["key"]
+        with pytest.raises(ba.BadInput, match="does not match the hashes in the lockfile"):
+            ba.build_wheelhouse(pylock(digest), [], target, tmp_path / "cache", "lock1", run="r2")
+        (Path(house["path"]) / wheel.name).write_bytes(wheel.read_bytes())
         with pytest.raises(ba.BadInput, match="does not match the lock's sha256"):
             ba.build_wheelhouse(pylock("0" * 64), [], target, tmp_path / "cache", "lock2")
     finally:
