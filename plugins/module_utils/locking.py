@@ -24,6 +24,9 @@ import time
 from ansible_collections.asgi.deploy.plugins.module_utils.host import audit, host_flock, now_iso, read_text
 
 ALL = "all"
+# How long a run's first round trip waits for a run that started after it to let go of a host. That run yields once
+# its own first round trip shows it is the later one (seconds); one already past it finishes its handover first.
+LATER_RUN_WAIT_S = 120
 
 
 class LockHeld(Exception):
@@ -106,6 +109,24 @@ def ours(holder, run, process=None):
         return (holder.get("controller_id"), int(holder.get("pid"))) == (process[0], int(process[1]))
     except (TypeError, ValueError):
         return False
+
+
+def started_key(run, started=None):
+    """What orders two runs by start time: ``started`` (seconds, the controller's clock) where the lock records it,
+    else the milliseconds a generated run id begins with (0 for any other id: such a holder counts as earlier)."""
+    try:
+        seconds = float(started or 0) or (int(run[:12], 16) / 1000 if len(run) == 16 else 0.0)
+    except ValueError:
+        seconds = 0.0
+    return (seconds, run)
+
+
+def later(holder, run, started=None):
+    """Whether ``holder`` is another run that started after ``run`` (of two runs meeting on hosts, the later one
+    yields and the earlier one waits for it: the one rule, for the lock module and the controller's round)."""
+    if not holder or (holder.get("run") or "") == run:
+        return False
+    return started_key(holder.get("run") or "", holder.get("started")) > started_key(run, started)
 
 
 def _record(run, now, **fields):

@@ -26,7 +26,9 @@ description:
     see M(asgi.deploy.state)), and takes the lock only where a change is needed, then reads the host again under it -
     a run's first round trip to a host. A host that needs nothing gets no lock (a dead run's lock on it is cleared,
     audited). A live holder is not an error here but a result, RV(held_by) - the controller decides which of two
-    runs goes on. The dead-run rule is O(alive)'s - a run of this controller whose ansible-playbook is gone.
+    runs goes on. A holder that started after this run (O(started)) yields to it, so this round trip waits for it
+    to let go, O(wait) seconds or 120, whichever is longer, before it returns it as RV(held_by). The dead-run rule
+    is O(alive)'s - a run of this controller whose ansible-playbook is gone.
 author: asgi.deploy maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - asgi.deploy.app
@@ -97,7 +99,9 @@ options:
     type: str
     default: ""
   wait:
-    description: Seconds to wait for a live holder to let go before failing (O(state=present)).
+    description:
+      - Seconds to wait for a live holder to let go before failing (O(state=present)) or returning it as RV(held_by)
+        (O(state=needed); at least 120 for a holder that started after this run).
     type: int
     default: 0
   hook_wait:
@@ -218,8 +222,10 @@ from ansible_collections.asgi.deploy.plugins.module_utils.hooks import run_of
 from ansible_collections.asgi.deploy.plugins.module_utils.host import App, Busy, app_argument_spec, audit
 from ansible_collections.asgi.deploy.plugins.module_utils.host_state import NEW_SETTINGS, assess, read_state
 from ansible_collections.asgi.deploy.plugins.module_utils.locking import (
+    LATER_RUN_WAIT_S,
     LockHeld,
     describe,
+    later,
     ours,
     read_lock,
     replaceable,
@@ -420,8 +426,14 @@ def where_needed(module, app, systemd):
                          settings_id=state.get("settings_id") or CHECK_MODE_SETTINGS)  # fmt: skip
     fields = {k: p[k] for k in LOCK_FIELDS}
     try:
-        changed, taken, waited = take(app, p["run"], actor=p["actor"], host=p["host"], take_over=replace,
-                                      wait_s=p["wait"], reason=p["reason"], **fields)  # fmt: skip
+        taking = dict(actor=p["actor"], host=p["host"], take_over=replace, reason=p["reason"], **fields)
+        try:
+            changed, taken, waited = take(app, p["run"], wait_s=p["wait"], **taking)
+        except LockHeld as held:
+            if not later(held.holder, p["run"], p["started"]):
+                raise
+            # A run that started after this one yields to it once its own first round trip shows it: wait for that.
+            changed, taken, waited = take(app, p["run"], wait_s=max(p["wait"], LATER_RUN_WAIT_S), **taking)
         forced = ("all" if p["force"] == "all" else replace) if p["stop_hooks"] else ""
         stopped = settle_hooks(app, systemd, forced, p["hook_wait"], who=who(p))
     except LockHeld as held:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import calendar
 import time
 
+from ansible_collections.asgi.deploy.plugins.module_utils.locking import later, started_key
+
 
 class FleetError(Exception):
     pass
@@ -21,13 +23,14 @@ def _kept(state):
 
 def lock_round(order, results, run, release, started=0.0):
     """What a run does after its first round trip (asgi.deploy.lock state=needed on every host): ``{moves, pending,
-    held, yield_to, wait_on}``.
+    held, yield_to}``.
 
     A host that needs a change is locked (pending) or held by another live run. Of two runs that each hold some
     hosts, the one that started first goes on (``started``, else the time its run id begins with): a later run
-    yields (it releases what it took and stops, naming that run); the earlier one waits on the hosts the later one
-    held, until it lets go. A host held by a run that started earlier makes this run yield whatever it took; so does
-    a host another slice of this very run holds (a host belongs to one slice)."""
+    yields (it releases what it took and stops, naming that run), and the earlier one's round trip waits for it to
+    let go (the lock module, ``locking.later``). So a run yields to a host held by a run that started earlier, by
+    another slice of this very run (a host belongs to one slice), or by a later run that did not let go within the
+    wait (``waited``): the earliest of them is named."""
     moves, held = {}, {}
     for host in order:
         result = results.get(host) or {}
@@ -36,33 +39,19 @@ def lock_round(order, results, run, release, started=0.0):
         moves[host] = {"release": release, "pending": locked or bool(holder), "reasons": verdict.get("reasons", [])}
         if holder:
             held[host] = holder
-    mine = started_key(run, started)
-    first = sorted(
-        (started_key(h.get("run") or "", h.get("started")), host)
-        for host, h in held.items()
-        if (h.get("run") or "") == run or started_key(h.get("run") or "", h.get("started")) < mine
-    )
     yield_to = None
-    if first:
-        holder = held[first[0][1]]
-        yield_to = {**holder, "other_slice": True} if holder.get("run") == run else holder
+    if held:
+        holder = held[min(held, key=lambda host: started_key(held[host].get("run") or "", held[host].get("started")))]
+        if holder.get("run") == run:
+            yield_to = {**holder, "other_slice": True}
+        else:
+            yield_to = {**holder, "waited": True} if later(holder, run, started) else holder
     return {
         "moves": moves,
         "pending": [h for h in order if moves[h]["pending"]],
         "held": held,
         "yield_to": yield_to,
-        "wait_on": [] if yield_to else [h for h in order if h in held],
     }
-
-
-def started_key(run, started=None):
-    """What orders two runs by start time: ``started`` (seconds, the controller's clock) where the lock records it,
-    else the milliseconds a generated run id begins with (0 for any other id: such a holder counts as earlier)."""
-    try:
-        seconds = float(started or 0) or (int(run[:12], 16) / 1000 if len(run) == 16 else 0.0)
-    except ValueError:
-        seconds = 0.0
-    return (seconds, run)
 
 
 def fleet_runs(states):

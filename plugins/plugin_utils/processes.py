@@ -81,4 +81,9 @@ def lock_message(holder):
             f"deploy lock held by another slice of this run: {locking.describe(holder)}; a host belongs to one "
             "slice only (give each job slice its own hosts)"
         )
+    if holder.get("waited"):
+        return (
+            f"deploy lock held by {locking.describe(holder)}; it started after this run but did not let go within "
+            f"{locking.LATER_RUN_WAIT_S}s (-e asgi_lock_wait=SECONDS waits longer)"
+        )
     return f"deploy lock held by {locking.describe(holder)}; it started first and goes on"

@@ -119,6 +119,26 @@ def test_lock_where_needed_reads_assesses_and_locks_only_a_host_that_needs_a_cha
     locking.unlock(app, "r2")
 
 
+def test_lock_where_needed_waits_for_a_later_run_to_let_go_and_never_for_an_earlier_one(app, host, capsys, monkeypatch):
+    make_release(app, OLD)
+    stage_settings(app, "1" * 32)
+    locking.take(app, "later", started=2000.0)
+    slept = []
+
+    def later_lets_go(seconds):
+        slept.append(seconds)
+        locking.unlock(app, "later")
+
+    monkeypatch.setattr(locking.time, "sleep", later_lets_go)
+    earlier = needed(app, capsys, run="earlier", started=1000.0, settings_public="p")
+    assert earlier["locked"] and earlier["held_by"] is None and slept == [1.0]
+    assert locking.read_lock(app)["run"] == "earlier"
+    # The later run is told at once who holds the host (it yields): it never waits for the earlier one.
+    later = needed(app, capsys, run="later", started=2000.0)
+    assert not later["locked"] and later["held_by"]["run"] == "earlier" and slept == [1.0]
+    locking.unlock(app, "earlier")
+
+
 def live_on_new(app, host, capsys, monkeypatch):
     """A host that runs NEW (OLD kept), handed over by a run that has finished and let go of its lock."""
     monkeypatch.setattr(handover, "Gate", functools.partial(Gate, get=host.get, sleep=lambda s: None))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from ansible_collections.asgi.deploy.plugins.module_utils import locking
 from ansible_collections.asgi.deploy.plugins.plugin_utils import messages, moves, processes
 from ansible_collections.asgi.deploy.plugins.plugin_utils.moves import FleetError, rollback_plan
 
@@ -39,21 +40,27 @@ def round_result(needed, locked=False, held_by=None):
 def test_after_the_first_round_trip_the_hosts_it_locked_change_and_the_others_are_done():
     results = {"web1": round_result(False), "web2": round_result(True, locked=True), "web3": {"skipped": True}}
     found = moves.lock_round(["web1", "web2", "web3"], results, "0000000000ff0001", "b")
-    assert found["pending"] == ["web2"] and found["yield_to"] is None and found["wait_on"] == []
+    assert found["pending"] == ["web2"] and found["yield_to"] is None
     assert found["moves"]["web1"] == {"release": "b", "pending": False, "reasons": []}
 
 
-def test_of_two_runs_that_met_the_one_that_started_first_goes_on_and_waits_for_the_later_one():
+def test_of_two_runs_that_met_the_later_one_yields_and_the_earlier_stops_only_if_it_never_let_go():
     earlier, later = "000000000100aaaa", "000000000200bbbb"
-    # earlier holds web1, later got web2 first: each sees the other on one host.
-    for_earlier = {"web1": round_result(True, locked=True), "web2": round_result(True, held_by={"run": later})}
+    # earlier holds web1, later got web2 first: the later run sees the earlier one and yields.
     for_later = {"web1": round_result(True, held_by={"run": earlier}), "web2": round_result(True, locked=True)}
-    mine = moves.lock_round(["web1", "web2"], for_earlier, earlier, "b")
-    assert mine["yield_to"] is None and mine["wait_on"] == ["web2"] and mine["pending"] == ["web1", "web2"]
     theirs = moves.lock_round(["web1", "web2"], for_later, later, "b")
-    assert theirs["yield_to"] == {"run": earlier} and theirs["wait_on"] == []
+    assert theirs["yield_to"] == {"run": earlier}
     assert "deploy lock held by run 000000000100aaaa" in processes.lock_message(theirs["yield_to"])
     assert "it started first and goes on" in processes.lock_message(theirs["yield_to"])
+    # The earlier run's round trip waited for the later one to let go (the lock module): it goes on.
+    for_earlier = {"web1": round_result(True, locked=True), "web2": round_result(True, locked=True)}
+    mine = moves.lock_round(["web1", "web2"], for_earlier, earlier, "b")
+    assert mine["yield_to"] is None and mine["pending"] == ["web1", "web2"]
+    # A later run still holding web2 after that wait stops the earlier one, saying so.
+    for_earlier["web2"] = round_result(True, held_by={"run": later})
+    stuck = moves.lock_round(["web1", "web2"], for_earlier, earlier, "b")
+    assert stuck["yield_to"] == {"run": later, "waited": True}
+    assert "started after this run but did not let go within 120s" in processes.lock_message(stuck["yield_to"])
     # An unreadable lock names no run: nobody goes past it without -e asgi_force_unlock.
     blocked = moves.lock_round(["web1"], {"web1": round_result(True, held_by={"run": ""})}, earlier, "b")
     assert blocked["yield_to"] == {"run": ""}
@@ -61,18 +68,19 @@ def test_of_two_runs_that_met_the_one_that_started_first_goes_on_and_waits_for_t
 
 def test_runs_whose_ids_do_not_sort_by_time_meet_in_the_order_their_locks_say_they_started():
     # Job slices share a run id of their own choosing (awx-12): the start time each lock records decides.
-    for_sliced = {"web1": round_result(True, locked=True),
-                  "web2": round_result(True, held_by={"run": "000000000200bbbb", "started": 2000.0})}  # fmt: skip
-    assert moves.lock_round(["web1", "web2"], for_sliced, "awx-12", "b", started=1000.0)["wait_on"] == ["web2"]
+    holder = {"run": "000000000200bbbb", "started": 2000.0}
+    assert locking.later(holder, "awx-12", 1000.0) and not locking.later(holder, "awx-12", 3000.0)
+    for_sliced = {"web1": round_result(True, locked=True), "web2": round_result(True, held_by=holder)}
+    assert moves.lock_round(["web1", "web2"], for_sliced, "awx-12", "b", started=1000.0)["yield_to"]["waited"]
     later = moves.lock_round(["web1", "web2"], for_sliced, "awx-12", "b", started=3000.0)
-    assert later["yield_to"]["run"] == "000000000200bbbb" and later["wait_on"] == []
+    assert later["yield_to"] == holder
 
 
 def test_a_host_another_slice_of_the_run_holds_stops_this_slice_naming_the_overlap():
     other_slice = {"run": "awx-12", "pid": 41, "controller": "ctl-b", "started": 900.0}
     results = {"web1": round_result(True, locked=True), "web2": round_result(True, held_by=other_slice)}
     found = moves.lock_round(["web1", "web2"], results, "awx-12", "b", started=1000.0)
-    assert found["yield_to"]["other_slice"] and found["wait_on"] == []
+    assert found["yield_to"]["other_slice"]
     said = processes.lock_message(found["yield_to"])
     assert "another slice of this run" in said and "a host belongs to one slice only" in said
 
