@@ -4,11 +4,14 @@
 
 Builds (or finds, by content) the offline wheelhouse for the host's Python and
 platform on the controller, ships the app wheel and the wheels the host's wheel
-store lacks, then runs the module, all in one task.
+store lacks, then runs the module, all in one task. A small app wheel goes
+inside the module call: a new release with an unchanged lock is then one round
+trip (no temporary directory made, filled and removed on the host).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 
 from ansible.errors import AnsibleActionFail
@@ -16,6 +19,8 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.asgi.deploy.plugins.plugin_utils.artifacts import BadInput, shipment, wheelhouse
 
 TARGET_KEYS = ("python", "full", "machine", "glibc", "sys_platform")
+# Up to this size the app wheel travels inside the module call, base64-encoded (a third more bytes, no transfer).
+INLINE_WHEEL_BYTES = 512 * 1024
 
 
 class ActionModule(ActionBase):
@@ -46,7 +51,14 @@ class ActionModule(ActionBase):
             warnings = house.get("warnings", [])
             if house["key"] not in state.get("wheelhouses", []):
                 transfers["wheelhouse_tarball"], shipped["wheels"] = shipment(house, state.get("wheel_store", []))
-            transfers["app_wheel"] = artifacts["app_wheel"]["path"]
+            wheel = artifacts["app_wheel"]["path"]
+            shipped["app_wheel_bytes"] = os.path.getsize(wheel)
+            if shipped["app_wheel_bytes"] <= INLINE_WHEEL_BYTES:
+                with open(wheel, "rb") as data:
+                    module_args.update(app_wheel=os.path.basename(wheel),
+                                       app_wheel_data=base64.b64encode(data.read()).decode("ascii"))  # fmt: skip
+            else:
+                transfers["app_wheel"] = wheel
         if transfers and not self._task.check_mode:
             tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
             remote = []
@@ -57,12 +69,13 @@ class ActionModule(ActionBase):
                 remote.append(path)
             self._fixup_perms2([tmpdir, *remote])
         result.update(self._execute_module("asgi.deploy.release", module_args=module_args, task_vars=task_vars))
-        if transfers:
+        if shipped:
             house = transfers.get("wheelhouse_tarball")
             result["shipped"] = {
                 "wheels": shipped.get("wheels", []),
                 "wheelhouse_bytes": os.path.getsize(house) if house else 0,
-                "app_wheel_bytes": os.path.getsize(transfers["app_wheel"]),
+                "app_wheel_bytes": shipped["app_wheel_bytes"],
+                "app_wheel_inline": "app_wheel" not in transfers,
             }
         if warnings:
             result["warnings"] = result.get("warnings", []) + warnings

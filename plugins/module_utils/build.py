@@ -341,13 +341,18 @@ class Builder:
         except CommandFailed as failed:
             raise BuildFailed(step, str(failed)) from None
 
-    def build(self, app_wheel, wheelhouse_dir, uv_version="", uid=0, gid=0):
-        """The venv, built by the build identity (owned by ``uid``/``gid`` of it meanwhile). On failure the
-        unfinished directory is removed."""
+    def build(self, app_wheel, wheelhouse_dir, uv_version="", uid=0, gid=0, app_wheel_data=None):
+        """The venv, built by the build identity (owned by ``uid``/``gid`` of it meanwhile), from ``app_wheel`` (a
+        path; with ``app_wheel_data``, the wheel's bytes, only its name). On failure the unfinished directory is
+        removed."""
         remove_tree(self.dir)  # the same id without a manifest: a run died half way
         try:
             os.makedirs(os.path.join(self.dir, "dist"), mode=0o755, exist_ok=True)
-            shutil.copy2(app_wheel, os.path.join(self.dir, "dist", os.path.basename(app_wheel)))
+            wheel = os.path.join(self.dir, "dist", os.path.basename(app_wheel))
+            if app_wheel_data is None:
+                shutil.copy2(app_wheel, wheel)
+            else:
+                write_atomic(wheel, app_wheel_data, 0o644)
             write_atomic(os.path.join(self.dir, "requirements.txt"), self.requirements, 0o644)
             chown_tree(self.dir, uid, gid)
             if self.installer == "uv":

@@ -54,8 +54,17 @@ options:
     type: str
     default: ""
   app_wheel:
-    description: Path on the host of the app wheel (the action plugin ships it).
+    description:
+      - Path on the host of the app wheel (the action plugin ships it), or its file name when O(app_wheel_data)
+        holds it.
     type: path
+  app_wheel_data:
+    description:
+      - The app wheel itself, base64-encoded. The action plugin sends a wheel of up to 512 KiB inside the module
+        call (no file transfer, no temporary directory on the host); its hash is checked by the install, as a
+        shipped one's is.
+    type: str
+    default: ""
   wheelhouse_key:
     description: Key of the wheelhouse under C(<base>/<app>/wheels).
     type: str
@@ -206,10 +215,12 @@ shipped:
   description:
     - What the action plugin sent the host (nothing when it had the release already).
     - C(wheels) names the wheels in the wheelhouse tarball (the ones the host's wheel store lacked),
-      C(wheelhouse_bytes) and C(app_wheel_bytes) are the sizes of the files sent.
+      C(wheelhouse_bytes) and C(app_wheel_bytes) are the sizes of what was sent (C(app_wheel_inline) when the app
+      wheel went inside the module call).
   returned: when something was sent
   type: dict
-  sample: {"wheels": ["click-8.5.0-py3-none-any.whl"], "wheelhouse_bytes": 106496, "app_wheel_bytes": 8192}
+  sample: {"wheels": ["click-8.5.0-py3-none-any.whl"], "wheelhouse_bytes": 106496, "app_wheel_bytes": 8192,
+           "app_wheel_inline": true}
 pruned:
   description: Releases (C(removed)), wheelhouses (C(wheelhouses_removed)) and staging leftovers removed, and the
     releases C(kept).
@@ -221,6 +232,7 @@ duration_s:
   type: float
 """
 
+import base64
 import grp
 import hashlib
 import os
@@ -264,6 +276,8 @@ ARGUMENT_SPEC = app_argument_spec(
     manifest=dict(type="dict", default={}),
     requirements=dict(type="str", default=""),
     app_wheel=dict(type="path"),
+    # Not a secret: kept out of the result's invocation, where it would be copied back whole.
+    app_wheel_data=dict(type="str", default="", no_log=True),
     wheelhouse_key=dict(type="str", default="", no_log=False),
     wheelhouse_tarball=dict(type="path"),
     uv_version=dict(type="str", default=""),
@@ -437,10 +451,11 @@ def venv(module, app, made, wheels):
         raise BuildFailed(
             "wheelhouse", "wheelhouse {} is not on the host and none was shipped".format(p["wheelhouse_key"])
         )
-    if not p["app_wheel"] or not os.path.isfile(p["app_wheel"]):
+    data = base64.b64decode(p["app_wheel_data"]) if p["app_wheel_data"] else None
+    if not p["app_wheel"] or (data is None and not os.path.isfile(p["app_wheel"])):
         raise BuildFailed("input", "the app wheel was not shipped to the host")
     uid, gid = ids(build_user(app.name), build_user(app.name))
-    made.build(p["app_wheel"], wheels, uv_version=p["uv_version"], uid=uid, gid=gid)
+    made.build(p["app_wheel"], wheels, uv_version=p["uv_version"], uid=uid, gid=gid, app_wheel_data=data)
     if p["build_command"]:
         try:
             made.build_step(p["build_command"], unit_text(module, app))

@@ -167,6 +167,15 @@ def test_a_build_runs_as_the_build_identity_offline_niced_hash_checked_and_the_m
     assert oct(os.stat(b.dir).st_mode & 0o022) == "0o0"
 
 
+def test_a_wheel_sent_inside_the_module_call_lands_in_the_release_by_its_name_only(app, tmp_path):
+    wheels = uv_wheelhouse(tmp_path)[1]
+    b = builder(app, Recorder())
+    b.build("../../etc/demo-1.0-py3-none-any.whl", str(wheels), uv_version="0.9.0", uid=os.getuid(),
+            gid=os.getgid(), app_wheel_data=b"inline app")  # fmt: skip
+    assert os.listdir(os.path.join(b.dir, "dist")) == ["demo-1.0-py3-none-any.whl"]
+    assert read_text(os.path.join(b.dir, "dist", "demo-1.0-py3-none-any.whl")) == "inline app"
+
+
 def test_a_failed_install_removes_the_unfinished_release(app, tmp_path):
     wheel = tmp_path / "demo-1.0-py3-none-any.whl"
     wheel.write_bytes(b"app")
