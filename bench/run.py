@@ -47,7 +47,8 @@ USERS = 4  # load threads, one fresh connection per request
 RATE = 200  # requests per second in all: steady traffic that leaves CPU for the deploy itself
 WORKERS = 2  # Gunicorn workers per host (the role's default)
 HOSTS = 9  # the lab's maximum: growth is measured at 1, 3 and 9 hosts
-SPEED_ROUNDS = 2  # deploy, no-change and rollback on 3 and 9 hosts, this many times
+# Deploy, no-change and rollback on 3 and 9 hosts, this many times.
+SPEED_ROUNDS = int(os.environ.get("SPEED_ROUNDS", 3))
 MOVED = "click==8.5.0"  # a one-package lock change: the reference app's lock has click 8.5.1
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)", re.M)
 
