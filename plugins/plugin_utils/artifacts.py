@@ -37,6 +37,7 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ansible_collections.asgi.deploy.plugins.module_utils.build import read_sums
 from ansible_collections.asgi.deploy.plugins.plugin_utils.pins import (
     UVICORN_RANGE,
     UVICORN_TESTED,
@@ -308,10 +309,7 @@ def build_wheelhouse(lock: dict, tools: list[dict], target: dict, cache: Path, l
 def verify_wheelhouse(home: Path, reqs: list[dict]) -> None:
     """Every wheel must hash to a value the lock allows for its package."""
     allowed = {h for r in reqs for h in r["hashes"]}
-    listed = {}
-    for line in (home / "SHA256SUMS").read_text().splitlines():
-        digest, name = line.split(None, 1)
-        listed[name] = digest
+    listed = read_sums(home)
     for wheel in sorted(home.glob("*.whl")):
         digest = sha256_file(wheel)
         if digest not in allowed or listed.get(wheel.name) != digest:
@@ -591,8 +589,7 @@ def shipment(house: dict, stored: list[str]) -> tuple[str, list[str]]:
     """The tarball a host gets for the wheelhouse ``house`` (from ``wheelhouse``) when its wheel store holds the
     wheels ``stored`` (sha256s), and the wheels in it: SHA256SUMS and the wheels the host lacks."""
     home = Path(house["path"])
-    lines = (home / "SHA256SUMS").read_text().splitlines()
-    sums = {name: digest for digest, name in (line.split(None, 1) for line in lines)}
+    sums = read_sums(home)
     missing = sorted(name for name, digest in sums.items() if digest not in set(stored))
     if len(missing) == len(sums):
         return house["tarball"], missing
