@@ -104,10 +104,10 @@ WHY_MISSED = {
     ),
     "controller CPU per host": (
         "It is Ansible's own cost of each task on each host (a worker fork, templating the task's arguments, "
-        "shipping a module) times the tasks a host gets, skipped ones too, plus shipping the app wheel and a "
-        "wheelhouse where the host lacks them; the hosts share the controller's two cores. A template lookup copies "
-        "every variable: the settings set is rendered once per run, not per host. `bench/run.py --speed` measures "
-        "this figure alone in three minutes."
+        "shipping a module over SSH) times the tasks a host gets, skipped ones too, plus the controller's polling "
+        "for as long as the run waits on hosts (`internal_poll_interval`, 5 ms in `ansible.cfg`); the hosts share "
+        "the controller's two cores, so each run's total moves with the load, and the figure is the mean of three "
+        "rounds. `bench/run.py --speed` measures this figure alone in four minutes."
     ),
     "rollout with": (
         "With WebSockets held, each handover's old slot closes them (1012) and the clients reconnect to the new "
