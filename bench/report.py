@@ -71,8 +71,9 @@ WHY_MISSED = {
     ),
     "plugin Python lines": (
         "Engine v2 added code that was not there when the issue was filed: the job slices (the controller's "
-        "processes and their locks), the settings set rendered once per run, the rollback's round trip, and the "
-        "wheel store (the host's half in `module_utils/build.py`, the controller's in `plugin_utils/artifacts.py`)."
+        "processes and their locks), the settings set rendered once per run, the rollback's round trip, the "
+        "wheel store (the host's half in `module_utils/build.py`, the controller's in `plugin_utils/artifacts.py`) "
+        "and the app wheel sent inside the module call."
     ),
     "no-change deploy / empty playbook": (
         "A no-change deploy makes one round trip per host, like the empty playbook, but also checks every option "
